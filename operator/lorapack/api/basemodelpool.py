@@ -1,0 +1,390 @@
+"""BaseModelPool: a pool of vLLM GPU pods serving one base model, owned by platform engineers.
+
+The spec says which base model the pods load, how each vLLM engine is configured for LoRA, which
+GPUs the pods need, how far the pool may scale, and which namespaces may attach adapters. The
+status is written only by the operator. CEL rules (`x-kubernetes-validations`) repeat the
+cross-field checks of the pydantic validators so the API server refuses bad objects at apply time.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from lorapack.api.meta import (
+    S3_URI_PATTERN,
+    ApiModel,
+    Condition,
+    CrdInfo,
+    LocalObjectReference,
+    ObjectMeta,
+    PrinterColumn,
+    Quantity,
+    Toleration,
+)
+from lorapack.labels import API_VERSION, POOL_KIND, POOL_PLURAL
+
+__all__ = [
+    "ALLOWED_LORA_RANKS",
+    "AdapterPolicy",
+    "BaseModelPool",
+    "BaseModelPoolSpec",
+    "BaseModelPoolStatus",
+    "BaseModelSpec",
+    "EngineSpec",
+    "GpuSpec",
+    "ModelSource",
+    "PoolCapacity",
+    "PoolReplicas",
+    "PvcSource",
+    "S3Defaults",
+    "S3ModelSource",
+]
+
+# vLLM's --max-lora-rank is a Literal of exactly these values (vllm/config/lora.py).
+ALLOWED_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+LoraRank = Literal[1, 8, 16, 32, 64, 128, 256, 320, 512]
+# A decimal in (0, 1], as a string: CRDs avoid floats (kube-api-linter "nofloats").
+FRACTION_PATTERN = r"^(0?\.[0-9]*[1-9][0-9]*|1(\.0+)?)$"
+
+
+class S3ModelSource(ApiModel):
+    """Base-model weights in S3, downloaded by the pod before vLLM starts."""
+
+    uri: Annotated[str, Field(pattern=S3_URI_PATTERN, max_length=1024)]
+    """s3://bucket/prefix/ holding config.json, tokenizer and safetensors weights."""
+    endpoint: Annotated[str, Field(pattern=r"^https?://", max_length=512)] | None = None
+    """S3 endpoint URL for S3-compatible stores (Ceph, SeaweedFS...); unset means AWS."""
+    region: Annotated[str, Field(max_length=64)] | None = None
+    """S3 region; unset uses the pool's s3.region or the SDK default."""
+    credentials_secret_ref: LocalObjectReference | None = None
+    """Secret in the pool's namespace with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; unset
+    uses the pod's ambient identity (IRSA, EKS Pod Identity, instance profile)."""
+
+
+class PvcSource(ApiModel):
+    """Base-model weights on a PersistentVolumeClaim in the pool's namespace."""
+
+    claim_name: Annotated[str, Field(min_length=1, max_length=253)]
+    """Name of the PersistentVolumeClaim."""
+    sub_path: Annotated[str, Field(max_length=1024, pattern=r"^[^/].*$|^$")] = ""
+    """Folder inside the volume holding the model (relative; empty for the volume root)."""
+
+
+class ModelSource(ApiModel):
+    """Where pods load the base weights from: exactly one of s3 or pvc."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.s3) != has(self.pvc)",
+                    "message": "set exactly one of source.s3 or source.pvc",
+                }
+            ]
+        }
+    }
+
+    s3: S3ModelSource | None = None
+    """Download the weights from S3 into the pod at start-up."""
+    pvc: PvcSource | None = None
+    """Mount the weights read-only from a PersistentVolumeClaim."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ModelSource:
+        if (self.s3 is None) == (self.pvc is None):
+            raise ValueError("set exactly one of source.s3 or source.pvc")
+        return self
+
+
+class BaseModelSpec(ApiModel):
+    """The base model every pod of the pool serves."""
+
+    name: Annotated[str, Field(min_length=1, max_length=256)]
+    """Served model name (vLLM --served-model-name). Adapters must name the same baseModel,
+    e.g. meta-llama/Meta-Llama-3-8B."""
+    architecture: Annotated[str, Field(max_length=128)] | None = None
+    """Key of lorapack's model catalog (e.g. llama-3-8b, see `lorapack size --list`) used for
+    sizing; unset means lorapack infers it from name."""
+    source: ModelSource
+    """Where pods load the weights from."""
+
+
+class EngineSpec(ApiModel):
+    """How each pod's vLLM engine is started."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.maxCpuLoras) || self.maxCpuLoras >= self.maxLoras",
+                    "message": "engine.maxCpuLoras must be >= engine.maxLoras (vLLM refuses "
+                    "max_cpu_loras < max_loras)",
+                }
+            ]
+        }
+    }
+
+    image: Annotated[str, Field(min_length=1, max_length=512)] = "vllm/vllm-openai:v0.33.0"
+    """vLLM container image."""
+    max_loras: Annotated[int, Field(ge=1, le=256)] = 8
+    """--max-loras: GPU slots, the most distinct adapters running in one batch."""
+    max_lora_rank: LoraRank = 64
+    """--max-lora-rank: every GPU slot is sized for this rank; adapters above it are refused.
+    One of 1, 8, 16, 32, 64, 128, 256, 320, 512."""
+    max_cpu_loras: Annotated[int, Field(ge=1, le=4096)] | None = None
+    """--max-cpu-loras: adapters kept in host memory (LRU); at least maxLoras. Unset means
+    maxLoras, vLLM's default."""
+    max_model_len: Annotated[int, Field(ge=16, le=10_000_000)] | None = None
+    """--max-model-len: longest sequence (prompt + output) in tokens; unset uses the model's."""
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    """--dtype of the weights and activations."""
+    gpu_memory_utilization: Annotated[str, Field(pattern=FRACTION_PATTERN)] = "0.92"
+    """--gpu-memory-utilization as a decimal string in (0, 1], e.g. "0.92"."""
+    extra_args: Annotated[list[Annotated[str, Field(max_length=1024)]], Field(max_length=64)] = (
+        Field(default_factory=list)
+    )
+    """More `vllm serve` arguments, appended after the ones lorapack sets."""
+
+    @model_validator(mode="after")
+    def _cpu_loras(self) -> EngineSpec:
+        if self.max_cpu_loras is not None and self.max_cpu_loras < self.max_loras:
+            raise ValueError(
+                f"engine.maxCpuLoras ({self.max_cpu_loras}) must be >= engine.maxLoras "
+                f"({self.max_loras}): raise maxCpuLoras or lower maxLoras"
+            )
+        return self
+
+    @property
+    def cpu_loras(self) -> int:
+        """The effective --max-cpu-loras."""
+        return self.max_cpu_loras if self.max_cpu_loras is not None else self.max_loras
+
+
+class GpuSpec(ApiModel):
+    """The GPUs each pod requests and where it may run."""
+
+    type: Annotated[str, Field(min_length=1, max_length=64)] = "L20"
+    """GPU catalog type used for sizing (L20, L40S, A10, A100-40GB, A100-80GB, H100-SXM,
+    H100-PCIe, H20, H200)."""
+    count: Annotated[int, Field(ge=1, le=16)] = 1
+    """GPUs per pod (vLLM --tensor-parallel-size)."""
+    resource_name: Annotated[str, Field(min_length=1, max_length=253)] = "nvidia.com/gpu"
+    """Extended resource the pods request."""
+    node_selector: Annotated[dict[str, str], Field(max_length=64)] = Field(default_factory=dict)
+    """Node labels the pods require, e.g. nvidia.com/gpu.product: NVIDIA-L20."""
+    tolerations: Annotated[list[Toleration], Field(max_length=64)] = Field(default_factory=list)
+    """Tolerations for tainted GPU nodes."""
+
+
+class PoolReplicas(ApiModel):
+    """Bounds for the number of pods; lorapack picks the count that fits the adapters."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.min <= self.max",
+                    "message": "replicas.min must be <= replicas.max",
+                }
+            ]
+        }
+    }
+
+    min: Annotated[int, Field(ge=0, le=1000)] = 1
+    """Pods kept running even with no adapters."""
+    max: Annotated[int, Field(ge=1, le=1000)] = 1
+    """Most pods lorapack may run for this pool."""
+
+    @model_validator(mode="after")
+    def _order(self) -> PoolReplicas:
+        if self.min > self.max:
+            raise ValueError(f"replicas.min ({self.min}) must be <= replicas.max ({self.max})")
+        return self
+
+
+class AdapterPolicy(ApiModel):
+    """Which adapters may attach to the pool and how many each pod holds."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.allowedNamespaces) || !('*' in self.allowedNamespaces) "
+                    "|| size(self.allowedNamespaces) == 1",
+                    "message": "adapters.allowedNamespaces: '*' (all namespaces) must be the "
+                    "only entry",
+                }
+            ]
+        }
+    }
+
+    max_per_replica: Annotated[int, Field(ge=1, le=4096)] | None = None
+    """Most adapters placed on one pod; unset means engine.maxCpuLoras, so every placed adapter
+    stays in host memory."""
+    allowed_namespaces: Annotated[
+        list[Annotated[str, Field(pattern=r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$")]],
+        Field(max_length=256),
+    ] = Field(default_factory=list)
+    """Namespaces whose LoraAdapters may use this pool; ["*"] allows all. Empty means only the
+    pool's own namespace."""
+    cache_size: Quantity = "20Gi"
+    """Size of each pod's adapter cache volume (emptyDir sizeLimit); also the agent's quota."""
+    max_adapter_size: Quantity | None = None
+    """Largest adapter (sum of its files) the pool accepts; unset means no limit beyond
+    cacheSize."""
+    requests_per_second_per_replica: (
+        Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?$")] | None
+    ) = None
+    """Load budget of one pod, in requests per second summed over its adapters' expectedLoad;
+    placement spreads busy adapters so no pod exceeds it. Unset: placement ignores load."""
+    allow_pickle: bool = False
+    """Accept adapters whose weights exist only as pickle (.bin/.pt). Off by default: pickle
+    files can execute code when loaded by tools other than vLLM."""
+
+    @model_validator(mode="after")
+    def _star_alone(self) -> AdapterPolicy:
+        if "*" in self.allowed_namespaces and len(self.allowed_namespaces) != 1:
+            raise ValueError("adapters.allowedNamespaces: '*' (all namespaces) must be alone")
+        return self
+
+
+class S3Defaults(ApiModel):
+    """S3 settings the pool's agents use for adapters that name no credentials of their own."""
+
+    endpoint: Annotated[str, Field(pattern=r"^https?://", max_length=512)] | None = None
+    """S3 endpoint URL for S3-compatible stores; unset means AWS."""
+    region: Annotated[str, Field(max_length=64)] | None = None
+    """S3 region."""
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    """Bucket addressing; "path" for MinIO, Ceph and SeaweedFS."""
+    credentials_secret_ref: LocalObjectReference | None = None
+    """Secret in the pool's namespace with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, given to
+    the pool's agents; unset uses the pod's ambient identity (IRSA, EKS Pod Identity)."""
+
+
+class BaseModelPoolSpec(ApiModel):
+    """Desired state of a BaseModelPool."""
+
+    base_model: BaseModelSpec
+    """The base model the pool serves."""
+    engine: EngineSpec = Field(default_factory=EngineSpec, json_schema_extra={"default": {}})
+    """vLLM engine settings."""
+    gpu: GpuSpec = Field(default_factory=GpuSpec, json_schema_extra={"default": {}})
+    """GPUs per pod and node placement."""
+    replicas: PoolReplicas = Field(default_factory=PoolReplicas, json_schema_extra={"default": {}})
+    """Pod count bounds."""
+    adapters: AdapterPolicy = Field(
+        default_factory=AdapterPolicy, json_schema_extra={"default": {}}
+    )
+    """Adapter admission and per-pod limits."""
+    s3: S3Defaults = Field(default_factory=S3Defaults, json_schema_extra={"default": {}})
+    """S3 defaults for the pool's agents."""
+
+    @property
+    def adapters_per_pod(self) -> int:
+        """How many adapters placement puts on one pod."""
+        if self.adapters.max_per_replica is not None:
+            return self.adapters.max_per_replica
+        return self.engine.cpu_loras
+
+
+class PoolCapacity(ApiModel):
+    """Adapter slots over the pool's current pods."""
+
+    model_config = ApiModel.model_config | {"extra": "ignore"}
+
+    slots_total: int = 0
+    """Adapter places over all current pods (pods x adapters per pod)."""
+    slots_used: int = 0
+    """Places taken by placed adapter replicas."""
+
+
+class BaseModelPoolStatus(ApiModel):
+    """Observed state of a BaseModelPool, written by the operator."""
+
+    model_config = ApiModel.model_config | {"extra": "ignore"}
+
+    observed_generation: int | None = None
+    """The .metadata.generation this status describes."""
+    conditions: Annotated[
+        list[Condition],
+        Field(
+            max_length=16,
+            json_schema_extra={
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["type"],
+            },
+        ),
+    ] = Field(default_factory=list)
+    """Ready, Reconciling and Stalled (kstatus)."""
+    replicas: int = 0
+    """Pods that exist."""
+    ready_replicas: int = 0
+    """Pods that are ready (engine healthy and adapters synced)."""
+    desired_replicas: int = 0
+    """Pods the placement asks for, within replicas.min and replicas.max."""
+    capacity: PoolCapacity = Field(default_factory=PoolCapacity)
+    """Adapter slots."""
+    adapters_placed: int = 0
+    """Adapters with every requested replica assigned to a pod."""
+    adapters_pending: int = 0
+    """Adapters that want this pool but are not (fully) placed."""
+    selector: str = ""
+    """Label selector of the pool's pods (for tooling)."""
+
+
+class BaseModelPool(ApiModel):
+    """A pool of vLLM GPU pods for one base model."""
+
+    model_config = ApiModel.model_config | {"extra": "ignore"}
+
+    api_version: Literal["lorapack.io/v1alpha1"] = API_VERSION
+    kind: Literal["BaseModelPool"] = POOL_KIND
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: BaseModelPoolSpec
+    status: BaseModelPoolStatus | None = None
+
+    CRD: ClassVar[CrdInfo] = CrdInfo(
+        kind=POOL_KIND,
+        plural=POOL_PLURAL,
+        singular="basemodelpool",
+        short_names=["bmp"],
+        categories=["lorapack"],
+        printer_columns=[
+            PrinterColumn(
+                name="Model",
+                type="string",
+                json_path=".spec.baseModel.name",
+                description="Served base model",
+            ),
+            PrinterColumn(name="GPU", type="string", json_path=".spec.gpu.type"),
+            PrinterColumn(
+                name="Replicas",
+                type="integer",
+                json_path=".status.replicas",
+            ),
+            PrinterColumn(
+                name="Ready",
+                type="string",
+                json_path='.status.conditions[?(@.type=="Ready")].status',
+            ),
+            PrinterColumn(
+                name="Adapters",
+                type="integer",
+                json_path=".status.adaptersPlaced",
+            ),
+            PrinterColumn(
+                name="Reason",
+                type="string",
+                priority=1,
+                json_path='.status.conditions[?(@.type=="Ready")].reason',
+            ),
+            PrinterColumn(
+                name="Age",
+                type="date",
+                json_path=".metadata.creationTimestamp",
+            ),
+        ],
+    )

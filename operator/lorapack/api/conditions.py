@@ -1,0 +1,62 @@
+"""Condition types and reasons, as constants next to the models.
+
+Both kinds carry the three kstatus conditions, so `kubectl wait --for=condition=Ready`, Flux's
+health checks and Argo CD read them unchanged:
+
+* `Ready`: True when the object does what it was asked (an adapter is served by at least
+  `replicas.min` pods; a pool has its desired pods ready).
+* `Reconciling`: True while lorapack is still converging (downloading, loading, scaling).
+* `Stalled`: True when progress needs a change from a person; the reason and message say which.
+
+Reasons are PascalCase and stable: alerts and runbooks may match on them.
+"""
+
+from typing import Final
+
+READY: Final = "Ready"
+RECONCILING: Final = "Reconciling"
+STALLED: Final = "Stalled"
+
+# Reasons shared by both kinds.
+AS_EXPECTED: Final = "AsExpected"
+PROGRESSING: Final = "Progressing"
+INVALID_SPEC: Final = "InvalidSpec"
+DELETING: Final = "Deleting"
+
+# LoraAdapter reasons.
+LOADED: Final = "Loaded"
+PARTIALLY_LOADED: Final = "PartiallyLoaded"
+PENDING_PLACEMENT: Final = "PendingPlacement"
+DOWNLOADING: Final = "Downloading"
+LOADING: Final = "Loading"
+ROLLING_OUT: Final = "RollingOut"
+NO_POOL: Final = "NoPoolForBaseModel"
+NAMESPACE_NOT_ALLOWED: Final = "NamespaceNotAllowed"
+POOL_NOT_FOUND: Final = "PoolNotFound"
+RANK_TOO_LARGE: Final = "RankTooLarge"
+BASE_MODEL_MISMATCH: Final = "BaseModelMismatch"
+UNSUPPORTED_ADAPTER: Final = "UnsupportedAdapter"
+PICKLE_NOT_ALLOWED: Final = "PickleNotAllowed"
+NO_WEIGHTS: Final = "NoWeightFiles"
+ADAPTER_TOO_LARGE: Final = "AdapterTooLarge"
+DIGEST_MISMATCH: Final = "DigestMismatch"
+RANK_MISMATCH: Final = "DeclaredRankMismatch"
+ARTIFACT_NOT_FOUND: Final = "ArtifactNotFound"
+ACCESS_DENIED: Final = "AccessDenied"
+CREDENTIALS_NOT_FOUND: Final = "CredentialsNotFound"
+STORAGE_UNAVAILABLE: Final = "StorageUnavailable"
+SERVED_NAME_CONFLICT: Final = "ServedNameConflict"
+SERVICE_NAME_CONFLICT: Final = "ServiceNameConflict"
+POOL_AT_MAX_REPLICAS: Final = "PoolAtMaxReplicas"
+UNPLACEABLE: Final = "Unplaceable"
+LOAD_FAILED: Final = "LoadFailed"
+UNLOAD_TIMEOUT: Final = "UnloadTimedOut"
+
+# BaseModelPool reasons.
+PODS_STARTING: Final = "PodsStarting"
+SCALING: Final = "Scaling"
+UNSCHEDULABLE: Final = "Unschedulable"
+ADAPTERS_ATTACHED: Final = "AdaptersAttached"
+
+# States of one adapter on one pod (LoraAdapter.status.placements[].state).
+PLACEMENT_STATES: Final = ("Pending", "Downloading", "Loading", "Loaded", "Unloading", "Failed")

@@ -1,0 +1,1 @@
+"""Client for kube (being built)."""

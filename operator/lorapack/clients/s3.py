@@ -1,0 +1,1 @@
+"""Client for s3 (being built)."""

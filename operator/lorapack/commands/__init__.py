@@ -1,0 +1,1 @@
+"""The `lorapack` CLI's subcommands, one module each, each with `add_arguments` and `run`."""

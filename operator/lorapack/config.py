@@ -1,0 +1,1 @@
+"""Operator and agent settings read from the environment (being built)."""

@@ -1,0 +1,1 @@
+"""Handlers: the only modules that import kopf; the operator's composition root."""

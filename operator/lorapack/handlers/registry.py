@@ -1,0 +1,1 @@
+"""Imports every handler module so their kopf decorators register (being built)."""

@@ -1,0 +1,1 @@
+"""Manifests: pure builders of the Kubernetes objects lorapack owns."""

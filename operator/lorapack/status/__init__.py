@@ -1,0 +1,1 @@
+"""Status: pure derivation of conditions and status blocks from observed state."""

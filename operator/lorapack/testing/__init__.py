@@ -1,0 +1,1 @@
+"""Test-world parts shipped with the package: the vLLM engine double, the pod simulator."""
