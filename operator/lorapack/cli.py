@@ -23,6 +23,7 @@ from types import ModuleType
 from pydantic import ValidationError
 
 from lorapack import __version__
+from lorapack.api.meta import format_validation_error
 from lorapack.errors import LorapackError
 
 __all__ = ["COMMANDS", "build_parser", "format_validation_error", "main"]
@@ -48,16 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
         module.add_arguments(sub)
         sub.set_defaults(_run=module.run)
     return parser
-
-
-def format_validation_error(error: ValidationError, prefix: str = "") -> str:
-    """One line per problem: the field path in camelCase, then what is wrong."""
-    lines = []
-    for item in error.errors():
-        path = ".".join(str(p) for p in item["loc"] if p != "__root__")
-        where = f"{prefix}{path}" if path else prefix.rstrip(".") or "object"
-        lines.append(f"{where}: {item['msg']}")
-    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,6 +25,7 @@ __all__ = [
     "SERVED_NAME_PATTERN",
     "AdapterReplicas",
     "AdapterSource",
+    "ArtifactObject",
     "ArtifactStatus",
     "ExpectedLoad",
     "LoraAdapter",
@@ -193,6 +194,21 @@ class LoraAdapterSpec(ApiModel):
         return self
 
 
+class ArtifactObject(ApiModel):
+    """One file of the adapter, as listed in S3."""
+
+    model_config = ApiModel.model_config | {"extra": "ignore"}
+
+    path: str
+    """File name relative to the URI."""
+    size: int
+    """Size in bytes."""
+    etag: str = ""
+    """S3 ETag."""
+    version_id: str | None = None
+    """S3 version id (versioned buckets)."""
+
+
 class ArtifactStatus(ApiModel):
     """What lorapack read from the adapter's files."""
 
@@ -206,13 +222,17 @@ class ArtifactStatus(ApiModel):
     """Modules the adapter changes (from adapter_config.json)."""
     size_bytes: int | None = None
     """Sum of the adapter's file sizes."""
-    files: int | None = None
-    """Number of files under the prefix."""
     digest: str | None = None
     """sha256 over the file manifest (names, sizes, ETags, version ids): changes whenever any
     file changes, and names the version the pods hold."""
     base_model_name_or_path: str | None = None
     """base_model_name_or_path recorded by PEFT, for reference."""
+    uri: str | None = None
+    """The source URI these files were read from."""
+    validated_generation: int | None = None
+    """The .metadata.generation whose source was validated into this artifact."""
+    objects: Annotated[list[ArtifactObject], Field(max_length=256)] = Field(default_factory=list)
+    """The files that make up this version (what the pods download)."""
 
 
 class PlacementStatus(ApiModel):
@@ -263,7 +283,10 @@ class LoraAdapterStatus(ApiModel):
     )
     """Per-pod state, from the agents' reports."""
     ready_replicas: int = 0
-    """Pods that hold the current version loaded and are ready."""
+    """Pods serving the adapter now (any version; never 0 during a version rollout when
+    replicas.min >= 2)."""
+    updated_replicas: int = 0
+    """Pods serving the current version (artifact.digest)."""
     endpoint: str = ""
     """Base URL teams call (OpenAI API), e.g. http://my-adapter.team-a.svc:8000/v1."""
 

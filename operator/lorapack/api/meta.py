@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "PrinterColumn",
     "Quantity",
     "Toleration",
+    "format_validation_error",
     "parse_quantity",
     "parse_s3_uri",
 ]
@@ -64,6 +65,16 @@ def parse_quantity(value: str) -> int:
     whole, _, frac = number.partition(".")
     scale = _SUFFIX[suffix]
     return int(whole) * scale + (int(frac) * scale // 10 ** len(frac) if frac else 0)
+
+
+def format_validation_error(error: ValidationError, prefix: str = "") -> str:
+    """One line per problem: the field path in camelCase, then what is wrong."""
+    lines = []
+    for item in error.errors():
+        path = ".".join(str(p) for p in item["loc"] if p != "__root__")
+        where = f"{prefix}{path}" if path else prefix.rstrip(".") or "object"
+        lines.append(f"{where}: {item['msg']}")
+    return "\n".join(lines)
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:

@@ -14,9 +14,12 @@ Both carry `schema` so either side can refuse a payload from an incompatible ver
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import base64
+import binascii
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from lorapack.api.loraadapter import PlacementState
 from lorapack.api.meta import ApiModel
@@ -29,6 +32,7 @@ __all__ = [
     "ObservedAdapter",
     "ObservedState",
     "S3Location",
+    "desired_from_secret",
 ]
 
 SCHEMA_VERSION = 1
@@ -141,3 +145,17 @@ class ObservedState(WireModel):
     def loaded(self) -> dict[str, str]:
         """served name -> digest of adapters in state Loaded."""
         return {a.served_name: a.digest for a in self.adapters if a.state == "Loaded"}
+
+
+def desired_from_secret(
+    secret: Mapping[str, Any], key: str = "desired.json"
+) -> DesiredState | None:
+    """The DesiredState inside a desired-state Secret's data (None if absent or unreadable)."""
+    data = secret.get("data") or {}
+    raw = data.get(key) if isinstance(data, Mapping) else None
+    if not raw:
+        return None
+    try:
+        return DesiredState.model_validate_json(base64.b64decode(str(raw)))
+    except (ValueError, binascii.Error, ValidationError):
+        return None

@@ -1,18 +1,45 @@
-"""`lorapack run` (being built)."""
+"""`lorapack run`: the operator.
+
+Watches BaseModelPools, LoraAdapters and their pods (all namespaces, or LORAPACK_NAMESPACES),
+places adapters, and reports status. With two replicas, kopf peering keeps exactly one active
+(`--peering lorapack`); `--standalone` skips peering for a single local process.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 
-from lorapack.errors import PermanentError
-
-HELP = "run (not implemented yet)"
+HELP = "run the operator (kopf)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    del parser
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--standalone", action="store_true", help="no peering (one replica, local development)"
+    )
+    mode.add_argument(
+        "--peering", default=None, help="kopf peering name for leader election between replicas"
+    )
+    parser.add_argument("--priority", type=int, default=0, help="peering priority")
+    parser.add_argument(
+        "--liveness",
+        default=None,
+        help="liveness endpoint URL, e.g. http://0.0.0.0:8081/healthz",
+    )
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
 
 
 def run(args: argparse.Namespace) -> int:
-    del args
-    raise PermanentError("not implemented yet", reason="NotImplemented")
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from lorapack.handlers.runner import run_operator
+
+    run_operator(
+        standalone=args.standalone or args.peering is None,
+        peering=args.peering,
+        priority=args.priority,
+        liveness=args.liveness,
+    )
+    return 0

@@ -1,1 +1,5 @@
-"""Imports every handler module so their kopf decorators register (being built)."""
+"""Imports every handler module so their kopf decorators register (and nothing else)."""
+
+from lorapack.handlers import adapters, indexes, pods, pools, startup
+
+__all__ = ["adapters", "indexes", "pods", "pools", "startup"]

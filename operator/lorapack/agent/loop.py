@@ -1,0 +1,392 @@
+"""The agent's level-triggered loop: make the engine hold exactly the desired adapters.
+
+Every pass compares three things, and acts on the difference:
+
+* desired: the pod's DesiredState (from the operator, via the watched Secret);
+* the engine: what vLLM really has registered (`GET /v1/models`: name -> path);
+* the cache: which adapter versions are downloaded and verified on the shared volume.
+
+It downloads what is missing (into a folder per digest, so a new version never rewrites files a
+loaded adapter may be re-read from), loads what is not registered at the right path, drains and
+unloads what is no longer wanted, garbage-collects unused versions, and reports what the engine
+really holds. It survives an engine restart (the engine comes back empty: everything is loaded
+again from the cache, nothing re-downloaded), operator downtime (the last desired state keeps
+being served) and its own restart (the cache is verified on disk, so nothing is re-downloaded).
+
+Called by `agent.main`, which wires the real engine client, cache, S3 and Kubernetes reporter;
+component tests wire in-memory fakes through the Protocols below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from lorapack.api.loraadapter import PlacementState
+from lorapack.api.podstate import (
+    DesiredAdapter,
+    DesiredState,
+    ObservedAdapter,
+    ObservedState,
+    S3Location,
+)
+from lorapack.errors import LorapackError, RetryableError
+
+__all__ = ["Agent", "CachePort", "EnginePort", "LoadVerdict", "ReporterPort", "S3Factory"]
+
+log = logging.getLogger(__name__)
+
+
+class LoadVerdict(Protocol):
+    """What the engine client's LoadResult offers."""
+
+    @property
+    def outcome(self) -> str: ...
+    @property
+    def message(self) -> str: ...
+
+
+class EnginePort(Protocol):
+    """The vLLM engine in this pod (lorapack.clients.engine.EngineClient)."""
+
+    async def health(self) -> bool: ...
+    async def adapters(self) -> dict[str, str]: ...
+    async def load(self, name: str, path: str, *, inplace: bool = False) -> LoadVerdict: ...
+    async def unload(self, name: str) -> bool: ...
+    async def drain(self, name: str, *, timeout: float, poll: float = 0.2) -> bool: ...
+
+
+class CachePort(Protocol):
+    """The content-addressed adapter cache (lorapack.agent.cache.AdapterCache)."""
+
+    quota_bytes: int | None
+
+    def path_for(self, digest: str) -> Path: ...
+    def is_verified(self, digest: str) -> bool: ...
+    async def ensure(self, adapter: DesiredAdapter, *, s3: Any, allow_pickle: bool) -> Path: ...
+    def remove_unused(self, keep: Collection[str]) -> list[str]: ...
+
+
+class ReporterPort(Protocol):
+    """Writes the agent's report on its own Pod."""
+
+    async def report(self, state: ObservedState, synced: bool, message: str) -> None: ...
+
+
+S3Factory = Callable[[S3Location], Any]
+
+OK_OUTCOMES = ("loaded", "already_loaded")
+# Backoff after a failed download/load: quick first retries, then at most every 5 minutes.
+BACKOFF = (2.0, 5.0, 15.0, 60.0, 300.0)
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def digest_of_path(path: str) -> str | None:
+    """The digest a cache folder name encodes ("sha256-<hex>" -> "sha256:<hex>")."""
+    name = Path(path).name
+    return "sha256:" + name.removeprefix("sha256-") if name.startswith("sha256-") else None
+
+
+@dataclass
+class _Track:
+    """What the agent knows about one served name."""
+
+    digest: str
+    state: PlacementState
+    since: str
+    message: str = ""
+    attempts: int = 0
+    retry_at: float = 0.0
+
+
+class Agent:
+    """One pod's agent. `run` until `stop` is set."""
+
+    def __init__(
+        self,
+        *,
+        engine: EnginePort,
+        cache: CachePort,
+        reporter: ReporterPort,
+        s3_factory: S3Factory,
+        drain_timeout: float = 30.0,
+        poll_seconds: float = 2.0,
+        resync_seconds: float = 30.0,
+        max_parallel: int = 4,
+        on_pass: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self._engine = engine
+        self._cache = cache
+        self._reporter = reporter
+        self._s3_factory = s3_factory
+        self._drain_timeout = drain_timeout
+        self._poll = poll_seconds
+        self._resync = resync_seconds
+        self._limit = asyncio.Semaphore(max_parallel)
+        self._on_pass = on_pass
+        self._desired: DesiredState | None = None
+        self._wake = asyncio.Event()
+        self._tracks: dict[str, _Track] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._healthy = False
+        self._restarts = 0
+        self._believed: dict[str, str] = {}  # name -> path we saw registered last pass
+        self._last_report: tuple[ObservedState, bool, str] | None = None
+        self._last_report_at = 0.0
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def set_desired(self, state: DesiredState | None) -> None:
+        """A new desired state arrived (None: the Secret was deleted, hold nothing)."""
+        if state is None and self._desired is not None:
+            state = DesiredState(pool=self._desired.pool, pod=self._desired.pod, revision=0)
+        if state is not None:
+            self._cache.quota_bytes = state.cache_quota_bytes
+        self._desired = state
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Run a pass now (e.g. after an engine event)."""
+        self._wake.set()
+
+    @property
+    def observed(self) -> ObservedState:
+        """The report as it would be written now."""
+        desired = self._desired
+        synced = self._synced()
+        return ObservedState(
+            revision=desired.revision if desired is not None and synced else -1,
+            engine_healthy=self._healthy,
+            engine_restarts=self._restarts,
+            updated_at=_now(),
+            adapters=[
+                ObservedAdapter(
+                    served_name=name,
+                    digest=t.digest,
+                    state=t.state,
+                    since=t.since,
+                    message=t.message,
+                    attempts=t.attempts,
+                )
+                for name, t in sorted(self._tracks.items())
+            ],
+        )
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Pass after pass until `stop`; a failing pass is logged and retried."""
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                await self.sync_once()
+            except Exception:  # a bug must not kill the sidecar: log it, keep serving
+                log.exception("Agent pass failed")
+            waiter = asyncio.ensure_future(self._wake.wait())
+            stopper = asyncio.ensure_future(stop.wait())
+            await asyncio.wait(
+                {waiter, stopper}, timeout=self._poll, return_when=asyncio.FIRST_COMPLETED
+            )
+            waiter.cancel()
+            stopper.cancel()
+        for task in self._tasks.values():
+            task.cancel()
+        for task in list(self._tasks.values()):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def sync_once(self) -> None:
+        """One comparison of desired, engine and cache, starting the work it finds."""
+        desired = self._desired
+        self._healthy = await self._engine.health()
+        if desired is None:  # nothing known yet: never unload on a guess
+            await self._report()
+            return
+        if not self._healthy:
+            await self._report(message="engine not healthy")
+            return
+        try:
+            registered = await self._engine.adapters()
+        except RetryableError:
+            self._healthy = False
+            await self._report(message="engine not answering /v1/models")
+            return
+        if self._believed and not any(n in registered for n in self._believed):
+            # Everything we had loaded vanished at once: the engine restarted. Load it all
+            # again from the cache (nothing is downloaded twice).
+            self._restarts += 1
+            log.warning(
+                "Engine lost its adapters (restart?): %s", ", ".join(sorted(self._believed))
+            )
+        wanted = {a.served_name: a for a in desired.adapters}
+        for name, entry in wanted.items():
+            path = str(self._cache.path_for(entry.digest))
+            track = self._tracks.get(name)
+            busy = name in self._tasks and not self._tasks[name].done()
+            if registered.get(name) == path and self._cache.is_verified(entry.digest):
+                if track is None or track.state != "Loaded" or track.digest != entry.digest:
+                    self._set(name, entry.digest, "Loaded", "")
+                continue
+            if busy:
+                continue
+            if (
+                track is not None
+                and track.digest == entry.digest
+                and track.state == "Failed"
+                and time.monotonic() < track.retry_at
+            ):
+                continue
+            self._start(name, self._bring_up(entry, desired, registered.get(name)))
+        for name in sorted(set(registered) - set(wanted)):
+            if name in self._tasks and not self._tasks[name].done():
+                continue
+            self._start(name, self._take_down(name, registered[name]))
+        for name in list(self._tracks):
+            if name not in wanted and name not in registered and name not in self._tasks:
+                del self._tracks[name]
+        self._believed = {n: p for n, p in registered.items() if n in wanted}
+        keep = {a.digest for a in desired.adapters}
+        keep |= {d for p in registered.values() if (d := digest_of_path(p)) is not None}
+        keep |= {t.digest for n, t in self._tracks.items() if n in self._tasks}
+        removed = self._cache.remove_unused(keep)
+        if removed:
+            log.info("Removed unused adapter versions from the cache: %s", ", ".join(removed))
+        await self._report()
+        if self._on_pass is not None:
+            await self._on_pass()
+
+    def _start(self, name: str, work: Awaitable[None]) -> None:
+        async def runner() -> None:
+            try:
+                async with self._limit:
+                    await work
+            finally:
+                self._wake.set()
+
+        self._tasks[name] = asyncio.ensure_future(runner())
+
+    def _set(self, name: str, digest: str, state: PlacementState, message: str) -> _Track:
+        track = self._tracks.get(name)
+        if track is None or track.digest != digest or track.state != state:
+            attempts = track.attempts if track is not None and track.digest == digest else 0
+            track = _Track(
+                digest=digest, state=state, since=_now(), message=message, attempts=attempts
+            )
+            self._tracks[name] = track
+        else:
+            track.message = message
+        if state == "Loaded":
+            track.attempts = 0
+        return track
+
+    def _fail(self, name: str, digest: str, message: str) -> None:
+        track = self._set(name, digest, "Failed", message)
+        track.attempts += 1
+        delay = BACKOFF[min(track.attempts, len(BACKOFF)) - 1]
+        track.retry_at = time.monotonic() + delay
+        log.warning("Adapter %s (%s) failed: %s; retrying in %.0f s", name, digest, message, delay)
+
+    async def _bring_up(
+        self, entry: DesiredAdapter, desired: DesiredState, current_path: str | None
+    ) -> None:
+        name, digest = entry.served_name, entry.digest
+        try:
+            if not self._cache.is_verified(digest):
+                self._set(name, digest, "Downloading", f"fetching {len(entry.files)} file(s)")
+                await self._report()
+            s3 = self._s3_factory(entry.s3) if entry.access == "pool" and entry.s3 else None
+            path = await self._cache.ensure(entry, s3=s3, allow_pickle=desired.allow_pickle)
+        except RetryableError as err:
+            self._fail(name, digest, f"download failed, will retry: {err.message}")
+            return
+        except LorapackError as err:
+            self._fail(name, digest, f"{err.reason}: {err.message}")
+            return
+        self._set(name, digest, "Loading", "")
+        await self._report()
+        try:
+            if current_path is not None and current_path != str(path):
+                # A new version of a served name: routing already left this pod (the operator
+                # removes it from the EndpointSlice before changing the desired digest), so
+                # wait for in-flight requests, then swap.
+                await self._engine.drain(name, timeout=self._drain_timeout)
+                await self._engine.unload(name)
+            result = await self._engine.load(name, str(path))
+            if result.outcome not in OK_OUTCOMES:
+                self._fail(
+                    name, digest, f"engine refused the adapter ({result.outcome}): {result.message}"
+                )
+                return
+            registered = await self._engine.adapters()
+        except RetryableError as err:
+            self._fail(name, digest, f"engine unavailable: {err.message}")
+            return
+        if registered.get(name) != str(path):
+            self._fail(
+                name,
+                digest,
+                f"engine lists {name} at {registered.get(name)!r}, not {path} after loading",
+            )
+            return
+        self._set(name, digest, "Loaded", "")
+
+    async def _take_down(self, name: str, path: str) -> None:
+        track = self._tracks.get(name)
+        digest = track.digest if track is not None else (digest_of_path(path) or "")
+        self._set(name, digest, "Unloading", "draining in-flight requests")
+        await self._report()
+        try:
+            drained = await self._engine.drain(name, timeout=self._drain_timeout)
+            if not drained:
+                log.warning(
+                    "Adapter %s still had requests after %.0f s; unloading",
+                    name,
+                    self._drain_timeout,
+                )
+            await self._engine.unload(name)
+        except RetryableError as err:
+            self._set(name, digest, "Unloading", f"engine unavailable: {err.message}")
+            return
+        self._tracks.pop(name, None)
+
+    def _synced(self) -> bool:
+        desired = self._desired
+        if desired is None or not self._healthy:
+            return False
+        for entry in desired.adapters:
+            track = self._tracks.get(entry.served_name)
+            if track is None or track.digest != entry.digest:
+                return False
+            if track.state not in ("Loaded", "Failed"):
+                return False
+        return not any(t.state == "Unloading" for t in self._tracks.values())
+
+    async def _report(self, message: str = "") -> None:
+        state = self.observed
+        synced = self._synced()
+        text = message or ("all assigned adapters processed" if synced else "syncing adapters")
+        key = (state.model_copy(update={"updated_at": ""}), synced, text)
+        heartbeat_due = time.monotonic() - self._last_report_at >= self._resync
+        if self._last_report == key and not heartbeat_due:
+            return
+        try:
+            await self._reporter.report(state, synced, text)
+        except LorapackError as err:
+            log.warning("Reporting to the Pod failed: %s", err.message)
+            return
+        self._last_report = key
+        self._last_report_at = time.monotonic()
+
+    def states(self) -> Mapping[str, PlacementState]:
+        """served name -> state (for tests and metrics)."""
+        return {n: t.state for n, t in self._tracks.items()}

@@ -1,0 +1,134 @@
+"""`lorapack agent`: wires the agent loop to the real engine, cache, S3 and Kubernetes.
+
+Also `lorapack agent --fetch-model DIR`, the pool pods' init container that downloads the base
+model's weights from S3 before vLLM starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from pathlib import Path
+
+from lorapack import labels
+from lorapack.agent.cache import AdapterCache
+from lorapack.agent.loop import Agent
+from lorapack.agent.reporter import PodReporter
+from lorapack.api.podstate import DesiredState, S3Location, desired_from_secret
+from lorapack.clients.engine import EngineClient
+from lorapack.clients.kube import SECRET, KubeClient
+from lorapack.clients.s3 import DownloadItem, S3Client, S3Settings
+from lorapack.config import AgentConfig
+from lorapack.errors import InvalidSpec
+
+__all__ = ["decode_desired", "fetch_model", "run_agent"]
+
+log = logging.getLogger(__name__)
+
+
+def decode_desired(secret: dict[str, object]) -> DesiredState | None:
+    """The DesiredState inside a desired-state Secret (None if absent or unreadable)."""
+    state = desired_from_secret(secret, labels.DESIRED_KEY)
+    if state is None and secret.get("data"):
+        log.error("Ignored an unreadable desired state in Secret %s", secret.get("metadata"))
+    return state
+
+
+class _S3Clients:
+    """One S3 client per (endpoint, region, addressing style), using the pod's own credentials
+    (the pool's Secret in the environment, or the ambient identity)."""
+
+    def __init__(self) -> None:
+        self._clients: dict[tuple[str | None, str | None, str], S3Client] = {}
+
+    def __call__(self, location: S3Location) -> S3Client:
+        key = (location.endpoint, location.region, location.addressing_style)
+        if key not in self._clients:
+            self._clients[key] = S3Client(
+                S3Settings(
+                    endpoint=location.endpoint,
+                    region=location.region,
+                    addressing_style=location.addressing_style,
+                )
+            )
+        return self._clients[key]
+
+
+async def _follow_desired(kube: KubeClient, config: AgentConfig, agent: Agent) -> None:
+    async for event in kube.watch(
+        SECRET, config.pod_namespace, field_selector=f"metadata.name={config.desired_secret}"
+    ):
+        if event.type == "DELETED":
+            agent.set_desired(None)
+            continue
+        state = decode_desired(event.object)
+        if state is not None:
+            agent.set_desired(state)
+
+
+async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM/SIGINT (or `stop`)."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    kube = await KubeClient.connect(config.kubeconfig)
+    engine = EngineClient(config.engine_url, api_key=config.engine_api_key)
+    cache = AdapterCache(Path(config.cache_dir))
+    agent = Agent(
+        engine=engine,
+        cache=cache,
+        reporter=PodReporter(kube, config.pod_namespace, config.pod_name),
+        s3_factory=_S3Clients(),
+        drain_timeout=config.drain_timeout_seconds,
+        poll_seconds=config.engine_poll_seconds,
+        resync_seconds=config.resync_seconds,
+        max_parallel=config.max_parallel,
+    )
+    log.info(
+        "Agent started for pod %s/%s (engine %s, cache %s)",
+        config.pod_namespace,
+        config.pod_name,
+        config.engine_url,
+        config.cache_dir,
+    )
+    follower = asyncio.ensure_future(_follow_desired(kube, config, agent))
+    try:
+        await agent.run(stop)
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await follower
+        await engine.aclose()
+        await kube.close()
+
+
+async def fetch_model(dest: Path) -> int:
+    """Download the base model (LORAPACK_MODEL_BUCKET/PREFIX) into `dest`; returns file count."""
+    bucket = os.environ.get("LORAPACK_MODEL_BUCKET")
+    prefix = os.environ.get("LORAPACK_MODEL_PREFIX", "")
+    if not bucket:
+        raise InvalidSpec("LORAPACK_MODEL_BUCKET is not set (the pool template sets it)")
+    client = S3Client(
+        S3Settings(
+            endpoint=os.environ.get("LORAPACK_S3_ENDPOINT"), region=os.environ.get("AWS_REGION")
+        )
+    )
+    objects = [o for o in await client.list_prefix(bucket, prefix) if not o.key.endswith("/")]
+    items = []
+    for obj in objects:
+        relative = obj.key[len(prefix) :]
+        if not relative or relative.startswith("/") or ".." in Path(relative).parts:
+            raise InvalidSpec(f"refusing to write object key {obj.key!r} outside {dest}")
+        items.append(
+            DownloadItem(
+                bucket=bucket, key=obj.key, version_id=None, dest=dest / relative, size=obj.size
+            )
+        )
+    await asyncio.to_thread(dest.mkdir, parents=True, exist_ok=True)
+    await client.download(items)
+    return len(items)

@@ -1,0 +1,139 @@
+"""The reconcilers' ports, implemented over the real clients (the composition root's wiring).
+
+`KubeWriter` applies with lorapack's field manager; `S3Access` resolves which S3 endpoint and
+credentials an adapter uses (its own Secret, else the pool's, else the operator's ambient
+identity) and serves listing, reads and presigning through cached `S3Client`s.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from lorapack import labels
+from lorapack.api.basemodelpool import BaseModelPool
+from lorapack.api.loraadapter import ArtifactObject, LoraAdapter
+from lorapack.clients import kube as k
+from lorapack.clients.s3 import ObjectInfo, S3Client, S3Settings
+from lorapack.errors import InvalidSpec
+
+__all__ = ["KubeWriter", "S3Access"]
+
+
+class KubeWriter:
+    """Writer port: server-side apply, delete and status patches."""
+
+    def __init__(self, kube: k.KubeClient) -> None:
+        self._kube = kube
+        self.writes = 0
+
+    async def apply(self, obj: Mapping[str, Any]) -> None:
+        self.writes += 1
+        await self._kube.apply(obj, field_manager=labels.FIELD_MANAGER)
+
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        self.writes += 1
+        rt = k.resource_for({"apiVersion": api_version, "kind": kind})
+        await self._kube.delete(rt, namespace, name)
+
+    async def patch_status(
+        self, api_version: str, kind: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None:
+        self.writes += 1
+        rt = k.resource_for({"apiVersion": api_version, "kind": kind})
+        # lorapack is the only writer of these statuses: a merge patch of the whole block.
+        await self._kube.patch(
+            rt,
+            namespace,
+            name,
+            {"status": dict(status)},
+            kind="merge",
+            subresource="status",
+            field_manager=labels.FIELD_MANAGER,
+        )
+
+
+class S3Access:
+    """ArtifactStore, Presigner and SecretReader ports over S3 and Kubernetes Secrets."""
+
+    def __init__(self, kube: k.KubeClient) -> None:
+        self._kube = kube
+        self._clients: dict[S3Settings, S3Client] = {}
+
+    async def read_secret(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        secret = await self._kube.get(k.SECRET, namespace, name)
+        if secret is None:
+            return None
+        data = secret.get("data") or {}
+        return {key: base64.b64decode(value).decode() for key, value in data.items()}
+
+    async def settings_for(self, adapter: LoraAdapter, pool: BaseModelPool) -> S3Settings:
+        """Endpoint, region and credentials for the adapter's files."""
+        source = adapter.spec.source.s3
+        common: dict[str, Any] = {
+            "endpoint": source.endpoint or pool.spec.s3.endpoint,
+            "region": source.region or pool.spec.s3.region,
+            "addressing_style": source.addressing_style or pool.spec.s3.addressing_style,
+        }
+        if source.credentials_secret_ref is not None:
+            namespace, name, field = (
+                adapter.metadata.namespace,
+                source.credentials_secret_ref.name,
+                "spec.source.s3.credentialsSecretRef",
+            )
+        elif pool.spec.s3.credentials_secret_ref is not None:
+            namespace, name, field = (
+                pool.metadata.namespace,
+                pool.spec.s3.credentials_secret_ref.name,
+                f"the pool {pool.metadata.namespace}/{pool.metadata.name}'s "
+                "spec.s3.credentialsSecretRef",
+            )
+        else:
+            return S3Settings(**common)
+        data = await self.read_secret(namespace, name)
+        if data is None:
+            raise InvalidSpec(
+                f"Secret {namespace}/{name} named by {field} does not exist: create it with keys "
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            )
+        return S3Settings.from_secret_data(data, **common)
+
+    def _client(self, settings: S3Settings) -> S3Client:
+        if settings not in self._clients:
+            self._clients[settings] = S3Client(settings)
+        return self._clients[settings]
+
+    async def list_prefix(
+        self, adapter: LoraAdapter, pool: BaseModelPool, bucket: str, prefix: str
+    ) -> Sequence[ObjectInfo]:
+        client = self._client(await self.settings_for(adapter, pool))
+        return await client.list_prefix(bucket, prefix)
+
+    async def get_bytes(
+        self,
+        adapter: LoraAdapter,
+        pool: BaseModelPool,
+        bucket: str,
+        key: str,
+        version_id: str | None,
+    ) -> bytes:
+        client = self._client(await self.settings_for(adapter, pool))
+        return await client.get_bytes(bucket, key, version_id=version_id)
+
+    async def presign(
+        self,
+        adapter: LoraAdapter,
+        pool: BaseModelPool,
+        bucket: str,
+        objects: Sequence[tuple[str, ArtifactObject]],
+        ttl_seconds: int,
+    ) -> tuple[list[str], datetime]:
+        client = self._client(await self.settings_for(adapter, pool))
+        expires = datetime.now(UTC) + timedelta(seconds=ttl_seconds)
+        urls = [
+            client.presign_get(bucket, key, version_id=o.version_id, expires_in=ttl_seconds)
+            for key, o in objects
+        ]
+        return urls, expires

@@ -1,0 +1,94 @@
+"""kopf indexes: the operator's watch-driven cache of the world (no list calls per reconcile).
+
+kopf guarantees indexes are fully populated before any resource handler runs, so the pool loops
+see every pod, desired-state Secret and EndpointSlice from their first pass. Values are parsed
+once per event into the pure layer's types (pydantic models, PodObservation), so readers never
+touch raw bodies.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from lorapack import labels
+from lorapack.api.basemodelpool import BaseModelPool
+from lorapack.api.loraadapter import LoraAdapter
+from lorapack.api.podstate import desired_from_secret
+from lorapack.planning.pods import PodObservation, observe_pod
+from lorapack.planning.rollout import Endpoint
+
+log = logging.getLogger(__name__)
+
+
+@kopf.index(labels.GROUP, labels.VERSION, labels.POOL_PLURAL)
+def lorapack_pools(body: kopf.Body, **_: Any) -> dict[str, BaseModelPool]:
+    """base model name -> pools (only pools whose spec validates)."""
+    try:
+        pool = BaseModelPool.model_validate(dict(body))
+    except ValidationError:
+        return {}
+    return {pool.spec.base_model.name: pool}
+
+
+@kopf.index(labels.GROUP, labels.VERSION, labels.ADAPTER_PLURAL)
+def lorapack_adapters(body: kopf.Body, **_: Any) -> dict[str, LoraAdapter]:
+    """base model name -> adapters (only adapters whose spec validates)."""
+    try:
+        adapter = LoraAdapter.model_validate(dict(body))
+    except ValidationError:
+        return {}
+    return {adapter.spec.base_model: adapter}
+
+
+@kopf.index("pods", labels={labels.POOL_LABEL: kopf.PRESENT})
+def lorapack_pods(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, PodObservation]:
+    """pool key -> its pods."""
+    pod = observe_pod(body)
+    if pod is None:
+        return {}
+    return {f"{namespace}/{pod.pool}": pod}
+
+
+@kopf.index("secrets", labels={labels.ROLE_LABEL: labels.ROLE_DESIRED})
+def lorapack_desired(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, Any]:
+    """pool key -> (ordinal, DesiredState) of each pod's published desired state."""
+    pool = (body.get("metadata", {}).get("labels") or {}).get(labels.POOL_LABEL)
+    state = desired_from_secret(dict(body), labels.DESIRED_KEY)
+    if not pool or state is None:
+        return {}
+    ordinal = state.pod.rsplit("-", 1)[-1]
+    if not ordinal.isdigit():
+        return {}
+    return {f"{namespace}/{pool}": (int(ordinal), state)}
+
+
+@kopf.index(
+    "discovery.k8s.io",
+    "v1",
+    "endpointslices",
+    labels={labels.ENDPOINTSLICE_MANAGED_BY_LABEL: labels.ENDPOINTSLICE_MANAGER},
+)
+def lorapack_slices(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[str, Any]:
+    """pool key -> ("namespace/name", endpoints) of the EndpointSlices that pool writes."""
+    meta_labels = body.get("metadata", {}).get("labels") or {}
+    pool = meta_labels.get(labels.POOL_LABEL)
+    pool_ns = meta_labels.get(labels.POOL_NAMESPACE_LABEL)
+    if not pool or not pool_ns:
+        return {}
+    endpoints = []
+    for item in body.get("endpoints") or []:
+        ref = item.get("targetRef") or {}
+        for address in item.get("addresses") or []:
+            endpoints.append(
+                Endpoint(
+                    ip=address,
+                    pod=str(ref.get("name", "")),
+                    namespace=str(ref.get("namespace", "")),
+                    node=item.get("nodeName"),
+                )
+            )
+    return {f"{pool_ns}/{pool}": (f"{namespace}/{name}", tuple(sorted(endpoints)))}

@@ -1,0 +1,118 @@
+"""A loopback stand-in for kube-proxy: routes `/<namespace>/<service>/v1/...` by EndpointSlices.
+
+In the simulated cluster pod IPs are documentation addresses that nothing listens on; the pod
+simulator knows which loopback engine stands in for each pod IP. This gateway resolves a
+Service's EndpointSlices (only ready endpoints, exactly as kube-proxy does), picks one round-robin
+and forwards the request to that pod's engine, so tests and the demo prove that traffic reaches
+only pods that really hold the adapter. Used by the integration tier and `make demo`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from aiohttp import web
+
+from lorapack import labels
+from lorapack.clients.kube import ENDPOINTSLICE, KubeClient
+
+__all__ = ["Gateway", "podnet_from_file"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+Resolver = Callable[[str], str | None]
+
+
+def podnet_from_file(path: Path) -> Resolver:
+    """A resolver reading the pod simulator's podnet.json on every lookup."""
+
+    def resolve(ip: str) -> str | None:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        url = data.get(ip)
+        return str(url) if url else None
+
+    return resolve
+
+
+class Gateway:
+    """HTTP server on 127.0.0.1 forwarding to the pods behind a Service's EndpointSlices."""
+
+    def __init__(self, kube: KubeClient, resolve: Resolver, port: int = 0) -> None:
+        self._kube = kube
+        self._resolve = resolve
+        self._port = port
+        self._counter = itertools.count()
+        self._runner: web.AppRunner | None = None
+        self._client = httpx.AsyncClient(timeout=60.0)
+        self.url = ""
+
+    async def endpoints(self, namespace: str, service: str) -> list[str]:
+        """Ready endpoint addresses of the Service (all its slices)."""
+        slices = await self._kube.list(
+            ENDPOINTSLICE, namespace, label_selector=f"{labels.SERVICE_NAME_LABEL}={service}"
+        )
+        out: list[str] = []
+        for item in slices:
+            for endpoint in item.get("endpoints") or []:
+                if (endpoint.get("conditions") or {}).get("ready") is False:
+                    continue
+                out.extend(endpoint.get("addresses") or [])
+        return sorted(out)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        namespace = request.match_info["namespace"]
+        service = request.match_info["service"]
+        rest = request.match_info["rest"]
+        addresses = await self.endpoints(namespace, service)
+        if not addresses:
+            return web.json_response(
+                {"error": f"no ready endpoints for Service {namespace}/{service}"}, status=503
+            )
+        ip = addresses[next(self._counter) % len(addresses)]
+        target = self._resolve(ip)
+        if target is None:
+            return web.json_response({"error": f"no pod process for {ip}"}, status=502)
+        body = await request.read()
+        upstream = await self._client.request(
+            request.method,
+            f"{target}/{rest}",
+            content=body,
+            headers={"Content-Type": request.headers.get("Content-Type", "application/json")},
+        )
+        return web.Response(
+            status=upstream.status_code,
+            body=upstream.content,
+            headers={
+                "Content-Type": upstream.headers.get("content-type", "application/json"),
+                "X-Lorapack-Endpoint": ip,
+            },
+        )
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_route("*", "/{namespace}/{service}/{rest:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        port = self._port or _free_port()
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        await site.start()
+        self.url = f"http://127.0.0.1:{port}"
+        return self.url
+
+    async def stop(self) -> None:
+        await self._client.aclose()
+        if self._runner is not None:
+            await self._runner.cleanup()

@@ -1,0 +1,207 @@
+"""The agent loop against the engine double: load, verify, unload, survive restarts, roll.
+
+The cache here copies adapter folders from local disk (the S3 download path is covered by the S3
+tests); the engine is the real engine double, so load/unload/list go over HTTP exactly as in a pod.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import shutil
+from collections.abc import AsyncIterator, Callable, Collection
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lorapack.agent.loop import Agent
+from lorapack.api.podstate import DesiredAdapter, DesiredState, FileSpec, ObservedState
+from lorapack.clients.engine import EngineClient
+from lorapack.errors import ArtifactRejected
+from lorapack.testing.enginedouble import EngineDouble
+
+
+class LocalCache:
+    """CachePort over local folders: digest -> source folder."""
+
+    def __init__(self, root: Path, sources: dict[str, Path]) -> None:
+        self.root = root
+        self.sources = sources
+        self.quota_bytes: int | None = None
+        self.downloads: list[str] = []
+
+    def path_for(self, digest: str) -> Path:
+        return self.root / digest.replace(":", "-")
+
+    def is_verified(self, digest: str) -> bool:
+        return (self.path_for(digest) / ".verified").exists()
+
+    async def ensure(self, adapter: DesiredAdapter, *, s3: Any, allow_pickle: bool) -> Path:
+        target = self.path_for(adapter.digest)
+        if self.is_verified(adapter.digest):
+            return target
+        source = self.sources.get(adapter.digest)
+        if source is None:
+            raise ArtifactRejected(f"no such version {adapter.digest}")
+        self.downloads.append(adapter.digest)
+        shutil.copytree(source, target)
+        (target / ".verified").touch()
+        return target
+
+    def remove_unused(self, keep: Collection[str]) -> list[str]:
+        removed = []
+        for folder in self.root.iterdir() if self.root.exists() else []:
+            digest = folder.name.replace("-", ":", 1)
+            if digest not in keep:
+                shutil.rmtree(folder)
+                removed.append(digest)
+        return removed
+
+
+class Reports:
+    def __init__(self) -> None:
+        self.last: ObservedState | None = None
+        self.synced = False
+
+    async def report(self, state: ObservedState, synced: bool, message: str) -> None:
+        self.last, self.synced = state, synced
+
+
+def digest_of(folder: Path) -> str:
+    return "sha256:" + hashlib.sha256(str(folder).encode()).hexdigest()
+
+
+def entry(name: str, digest: str) -> DesiredAdapter:
+    return DesiredAdapter(
+        served_name=name,
+        adapter=f"team-a/{name}",
+        digest=digest,
+        files=[FileSpec(path="adapter_model.safetensors", size=1)],
+    )
+
+
+@pytest.fixture
+async def world(tmp_path: Path, fake_adapter: Callable[..., Path]) -> AsyncIterator[dict[str, Any]]:
+    double = EngineDouble(max_loras=2, max_lora_rank=64, max_cpu_loras=4)
+    await double.start()
+    folders = {
+        n: fake_adapter(n, rank) for n, rank in (("a", 8), ("b", 16), ("c", 64), ("big", 128))
+    }
+    digests = {n: digest_of(f) for n, f in folders.items()}
+    cache = LocalCache(tmp_path / "cache", {digests[n]: f for n, f in folders.items()})
+    reports = Reports()
+    engine = EngineClient(double.url)
+    agent = Agent(
+        engine=engine,
+        cache=cache,
+        reporter=reports,
+        s3_factory=lambda _: None,
+        drain_timeout=1.0,
+        poll_seconds=0.05,
+        resync_seconds=60,
+    )
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(agent.run(stop))
+    yield {
+        "agent": agent,
+        "double": double,
+        "digests": digests,
+        "cache": cache,
+        "reports": reports,
+        "engine": engine,
+    }
+    stop.set()
+    await task
+    await engine.aclose()
+    await double.stop()
+
+
+async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.02)
+
+
+def desired(revision: int, *entries: DesiredAdapter) -> DesiredState:
+    return DesiredState(pool="ml/p", pod="p-0", revision=revision, adapters=list(entries))
+
+
+async def test_loads_what_is_desired_and_reports_only_verified_state(world: dict[str, Any]) -> None:
+    agent, d, reports = world["agent"], world["digests"], world["reports"]
+    agent.set_desired(desired(1, entry("a", d["a"]), entry("b", d["b"])))
+    await until(lambda: reports.synced)
+    assert reports.last.revision == 1
+    assert reports.last.loaded() == {"a": d["a"], "b": d["b"]}
+    registered = await world["engine"].adapters()
+    assert set(registered) == {"a", "b"}
+    assert registered["a"].endswith(d["a"].replace(":", "-"))
+
+
+async def test_nothing_is_unloaded_before_the_first_desired_state(
+    world: dict[str, Any], fake_adapter: Callable[..., Path]
+) -> None:
+    engine = world["engine"]
+    stray = fake_adapter("stray", 8)
+    await engine.load("stray", str(stray))
+    await asyncio.sleep(0.3)
+    assert "stray" in await engine.adapters()  # the agent does not guess
+    world["agent"].set_desired(desired(1))
+    await until(lambda: world["reports"].synced)
+    assert "stray" not in await engine.adapters()
+
+
+async def test_unloads_what_is_no_longer_desired_and_collects_garbage(
+    world: dict[str, Any],
+) -> None:
+    agent, d, reports, cache = world["agent"], world["digests"], world["reports"], world["cache"]
+    agent.set_desired(desired(1, entry("a", d["a"]), entry("b", d["b"])))
+    await until(lambda: reports.synced and reports.last.revision == 1)
+    agent.set_desired(desired(2, entry("a", d["a"])))
+    await until(lambda: reports.synced and reports.last.revision == 2)
+    assert set(await world["engine"].adapters()) == {"a"}
+    assert not cache.is_verified(d["b"])  # GC removed the version nobody wants
+
+
+async def test_engine_restart_reloads_from_cache_without_downloading(world: dict[str, Any]) -> None:
+    agent, d, reports, cache = world["agent"], world["digests"], world["reports"], world["cache"]
+    agent.set_desired(desired(1, entry("a", d["a"]), entry("c", d["c"])))
+    await until(lambda: reports.synced and len(reports.last.loaded()) == 2)
+    downloads = list(cache.downloads)
+    world["double"].restart()
+    await until(lambda: reports.last.engine_restarts == 1 and len(reports.last.loaded()) == 2)
+    assert set(await world["engine"].adapters()) == {"a", "c"}
+    assert cache.downloads == downloads
+
+
+async def test_rank_too_large_fails_with_the_engines_message_and_others_still_load(
+    world: dict[str, Any],
+) -> None:
+    agent, d, reports = world["agent"], world["digests"], world["reports"]
+    agent.set_desired(desired(1, entry("a", d["a"]), entry("big", d["big"])))
+    await until(lambda: reports.synced)
+    states = {a.served_name: a for a in reports.last.adapters}
+    assert states["a"].state == "Loaded"
+    assert states["big"].state == "Failed"
+    assert "rank" in states["big"].message
+    assert "128" in states["big"].message
+    assert states["big"].attempts == 1
+
+
+async def test_new_version_of_a_name_swaps_the_path(world: dict[str, Any]) -> None:
+    agent, d, reports = world["agent"], world["digests"], world["reports"]
+    agent.set_desired(desired(1, entry("a", d["a"])))
+    await until(lambda: reports.synced and reports.last.revision == 1)
+    agent.set_desired(desired(2, entry("a", d["b"])))  # same served name, new files
+    await until(lambda: reports.synced and reports.last.revision == 2)
+    assert reports.last.loaded() == {"a": d["b"]}
+    assert (await world["engine"].adapters())["a"].endswith(d["b"].replace(":", "-"))
+
+
+async def test_engine_down_is_reported_and_nothing_is_claimed(world: dict[str, Any]) -> None:
+    agent, d, reports = world["agent"], world["digests"], world["reports"]
+    agent.set_desired(desired(1, entry("a", d["a"])))
+    await until(lambda: reports.synced)
+    world["double"].faults.unhealthy = True
+    await until(lambda: not reports.last.engine_healthy)
+    assert not reports.synced
