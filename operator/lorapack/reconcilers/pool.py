@@ -334,14 +334,14 @@ async def reconcile_pool(
             cache_quota_bytes=parse_quantity(pool.spec.adapters.cache_size),
             adapters=sorted(entries, key=lambda e: e.served_name),
         )
-        if _same(before, state):
-            continue
         if ordinal >= desired_replicas and ordinal not in pods and not entries:
             if before is not None:  # the pod is gone and holds nothing: drop its Secret
                 await writer.delete(
                     "v1", "Secret", pool.metadata.namespace, names.desired_secret(ordinal)
                 )
                 writes += 1
+            continue
+        if _same(before, state):
             continue
         state = state.model_copy(update={"revision": (before.revision + 1) if before else 1})
         await writer.apply(pool_manifests.desired_secret(pool, ordinal, state))

@@ -1,0 +1,318 @@
+"""`make demo`: the newcomer's tour, on this machine, with nothing but Go and Python.
+
+`python -m lorapack.testing.demo up` starts the local control plane (simulated L20 GPU nodes),
+the loopback S3 server holding real PEFT adapters of a tiny Llama, the pod simulator (an agent
+and an engine double per pool pod) with its gateway, and the operator; applies
+`examples/demo/` (one pool, three teams' adapters in three namespaces, one deliberately invalid
+adapter); shows progress while things converge; then prints where each adapter runs, the GPUs
+used against one-GPU-per-adapter, why the invalid one was refused, and a chat completion sent to
+one adapter through its Service. Everything keeps running; `down` stops exactly what `up`
+started (recorded in $LORAPACK_CACHE/run/demo/state.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from lorapack.devcluster import DEFAULT_CRDS_DIR, DevCluster
+from lorapack.devcluster.tools import cache_root
+from lorapack.testing.artifacts import load_index
+from lorapack.testing.s3server import start_s3_server
+
+ROOT = Path(__file__).resolve().parents[3]
+EXAMPLES = ROOT / "examples" / "demo"
+BUCKET = "demo-adapters"
+PLACEHOLDER_ENDPOINT = "http://127.0.0.1:9000"
+# The examples' adapters and the test adapter (rank) each one is made from.
+UPLOADS = {
+    "team-a/support-bot/": "r8",
+    "team-b/summarizer/": "r16",
+    "team-c/sql-helper/": "r64",
+    "team-c/sql-helper-xl/": "r128",
+}
+
+
+def state_dir() -> Path:
+    return cache_root() / "run" / "demo"
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _spawn(argv: list[str], log: Path, env: dict[str, str]) -> int:
+    """A detached process (own session: it outlives `make demo`); returns its pid."""
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return process.pid
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def _documents(endpoint: str) -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = []
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        text = path.read_text().replace(PLACEHOLDER_ENDPOINT, endpoint)
+        docs += [d for d in yaml.safe_load_all(text) if d]
+    return docs
+
+
+def _secret(namespace: str, name: str, access: str, secret: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {
+            "AWS_ACCESS_KEY_ID": base64.b64encode(access.encode()).decode(),
+            "AWS_SECRET_ACCESS_KEY": base64.b64encode(secret.encode()).decode(),
+        },
+    }
+
+
+def _conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
+
+
+def _adapter_line(obj: dict[str, Any]) -> str:
+    meta, status = obj["metadata"], obj.get("status") or {}
+    ready = _conditions(obj).get("Ready", {})
+    places = ", ".join(f"{p['pod']}={p['state']}" for p in status.get("placements") or [])
+    return (
+        f"{meta['namespace']}/{meta['name']}: Ready={ready.get('status', '?')} "
+        f"({ready.get('reason', 'waiting')}) {places}"
+    )
+
+
+def up(args: argparse.Namespace) -> int:
+    run = state_dir()
+    state_file = run / "state.json"
+    if state_file.exists():
+        old = json.loads(state_file.read_text())
+        if any(_alive(p) for p in old.get("pids", {}).values()):
+            _say(f"The demo is already running. export KUBECONFIG={old['kubeconfig']}")
+            _say("Stop it with: make demo-down")
+            return 1
+    run.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    _say("[1/6] Starting the local Kubernetes control plane with simulated GPU nodes ...")
+    cluster = DevCluster.start(workdir=run / "cluster", crds_dir=DEFAULT_CRDS_DIR, detach=True)
+    kubeconfig = cluster.kubeconfig
+    nodes = cluster.get_json("nodes", "-l", "nvidia.com/gpu.product=NVIDIA-L20")["items"]
+    _say(f"      {cluster.server}: {len(nodes)} nodes with an NVIDIA L20 each (and 2 x 8 H100)")
+    state: dict[str, Any] = {"kubeconfig": str(kubeconfig), "cluster": str(cluster.workdir)}
+    pids: dict[str, int] = {}
+    state["pids"] = pids
+    state_file.write_text(json.dumps(state))
+
+    _say("[2/6] Starting the S3 server and uploading the teams' PEFT adapters ...")
+    index = load_index()
+    s3 = start_s3_server(run / "s3")
+    assert s3._process is not None
+    pids["s3"] = s3._process.pid
+    state_file.write_text(json.dumps(state))
+    s3.create_bucket(BUCKET)
+    for prefix, name in UPLOADS.items():
+        s3.upload_folder(BUCKET, prefix, index.adapter(name).path)
+        _say(f"      s3://{BUCKET}/{prefix} <- PEFT adapter of rank {index.adapter(name).rank}")
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LORAPACK_", "AWS_"))}
+    env["PYTHONPATH"] = str(ROOT / "operator")
+    _say("[3/6] Starting the pod simulator (agent + vLLM engine double per pool pod) ...")
+    world_dir = run / "world"
+    world_dir.mkdir(exist_ok=True)
+    (world_dir / "world.json").unlink(missing_ok=True)
+    pids["world"] = _spawn(
+        [sys.executable, "-m", "lorapack.testing.world", "--kubeconfig", str(kubeconfig),
+         "--workdir", str(world_dir), "--model-dir", str(index.model.path)],
+        world_dir / "world.log",
+        env,
+    )  # fmt: skip
+    state_file.write_text(json.dumps(state))
+    deadline = time.monotonic() + 60
+    while not (world_dir / "world.json").exists():
+        if time.monotonic() > deadline or not _alive(pids["world"]):
+            _say(f"the pod simulator did not start; see {world_dir / 'world.log'}")
+            return 1
+        time.sleep(0.2)
+    world = json.loads((world_dir / "world.json").read_text())
+
+    _say("[4/6] Starting the lorapack operator ...")
+    pids["operator"] = _spawn(
+        [sys.executable, "-m", "lorapack.cli", "run", "--standalone"],
+        run / "operator.log",
+        {**env, "KUBECONFIG": str(kubeconfig), "LORAPACK_METRICS_PORT": "0",
+         "LORAPACK_AGENT_IMAGE": "ghcr.io/lorapack/lorapack:demo"},
+    )  # fmt: skip
+    state.update({"world": world, "s3": s3.endpoint})
+    state_file.write_text(json.dumps(state))
+
+    _say("[5/6] Applying examples/demo: one pool, three teams' adapters, one invalid adapter")
+    docs = _documents(s3.endpoint)
+    namespaces = [d for d in docs if d["kind"] == "Namespace"]
+    cluster.apply_objects(namespaces)
+    cluster.apply_objects([_secret("ml-platform", "s3-credentials", s3.access_key, s3.secret_key)])
+    cluster.apply_objects([d for d in docs if d["kind"] != "Namespace"])
+    adapters = [d for d in docs if d["kind"] == "LoraAdapter"]
+    for doc in docs:
+        _say(
+            f"      {doc['kind']} {doc['metadata'].get('namespace', '')}/{doc['metadata']['name']}"
+        )
+
+    _say("[6/6] Waiting for the adapters to be validated, placed, downloaded and loaded ...")
+    seen: dict[str, str] = {}
+    deadline = time.monotonic() + args.timeout
+    items: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        items = cluster.get_json("loraadapters", "-A")["items"]
+        for obj in items:
+            line = _adapter_line(obj)
+            key = f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"
+            if seen.get(key) != line:
+                seen[key] = line
+                _say(f"      [{time.monotonic() - started:5.1f}s] {line}")
+        settled = [
+            o
+            for o in items
+            if _conditions(o).get("Ready", {}).get("status") == "True"
+            or _conditions(o).get("Stalled", {}).get("status") == "True"
+        ]
+        if len(items) == len(adapters) and len(settled) == len(items):
+            break
+        time.sleep(0.5)
+    else:
+        _say(f"Not everything settled in {args.timeout:.0f} s; see {run / 'operator.log'}")
+    _report(cluster, items, world)
+    _say("")
+    _say("The demo keeps running. Try it yourself:")
+    _say(f"  export KUBECONFIG={kubeconfig}")
+    _say(f"  export PATH={':'.join(str(p) for p in cluster.tools.path_dirs())}:$PATH")
+    _say("  kubectl get basemodelpools,loraadapters -A")
+    _say(f"  curl -s {world['gateway']}/team-b/summarizer/v1/chat/completions \\")
+    _say('    -d \'{"model": "summarizer", "messages": [{"role": "user", "content": "hi"}]}\'')
+    _say("Stop everything with: make demo-down")
+    return 0
+
+
+def _report(cluster: DevCluster, items: list[dict[str, Any]], world: dict[str, Any]) -> None:
+    rows = [("ADAPTER", "POOL", "POD", "STATE", "RANK")]
+    ready, refused = [], []
+    for obj in sorted(items, key=lambda o: (o["metadata"]["namespace"], o["metadata"]["name"])):
+        status = obj.get("status") or {}
+        name = f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"
+        rank = str((status.get("artifact") or {}).get("rank") or "-")
+        places = status.get("placements") or []
+        if _conditions(obj).get("Ready", {}).get("status") == "True":
+            ready.append(obj)
+        else:
+            refused.append(obj)
+        for place in places or [
+            {"pod": "-", "state": _conditions(obj).get("Ready", {}).get("reason", "-")}
+        ]:
+            rows.append((name, status.get("pool") or "-", place["pod"], place["state"], rank))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    _say("")
+    for row in rows:
+        _say("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+    pods = cluster.get_json("pods", "-n", "ml-platform", "-l", "lorapack.io/pool")["items"]
+    gpus = sum(
+        int(c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0))
+        for p in pods
+        for c in p["spec"]["containers"]
+    )
+    _say("")
+    teams = len({o["metadata"]["namespace"] for o in ready})
+    _say(
+        f"GPUs: {gpus} L20 for {len(ready)} adapters from {teams} teams; one merged "
+        f"deployment per adapter would take {len(ready)} GPUs."
+    )
+    for obj in refused:
+        cond = _conditions(obj).get("Ready", {})
+        _say(
+            f"Refused {obj['metadata']['namespace']}/{obj['metadata']['name']}: "
+            f"{cond.get('reason')}: {cond.get('message')}"
+        )
+    if ready:
+        target = ready[0]
+        ns, name = target["metadata"]["namespace"], target["metadata"]["name"]
+        served = (target.get("status") or {}).get("servedName") or name
+        body = {
+            "model": served,
+            "messages": [{"role": "user", "content": "Hello!"}],
+            "max_tokens": 16,
+        }
+        reply = httpx.post(
+            f"{world['gateway']}/{ns}/{name}/v1/chat/completions", json=body, timeout=30
+        )
+        _say("")
+        _say(f'POST http://{name}.{ns}.svc:8000/v1/chat/completions {{"model": "{served}"}}')
+        if reply.status_code == 200:
+            answer = reply.json()["choices"][0]["message"]["content"]
+            _say(f"  answered by pod {reply.headers.get('X-Lorapack-Endpoint', '?')}: {answer}")
+        else:
+            _say(f"  HTTP {reply.status_code}: {reply.text[:300]}")
+
+
+def down(args: argparse.Namespace) -> int:
+    del args
+    state_file = state_dir() / "state.json"
+    if not state_file.exists():
+        _say("no demo recorded: nothing to stop")
+        return 0
+    state = json.loads(state_file.read_text())
+    for name, pid in state.get("pids", {}).items():
+        if _alive(pid):
+            os.killpg(pid, signal.SIGTERM)
+            for _ in range(100):
+                if not _alive(pid):
+                    break
+                time.sleep(0.1)
+            if _alive(pid):
+                os.killpg(pid, signal.SIGKILL)
+            _say(f"stopped {name} (pid {pid})")
+    cluster_dir = Path(state.get("cluster", state_dir() / "cluster"))
+    if (cluster_dir / "cluster.json").exists():
+        DevCluster.attach(cluster_dir).stop()
+        _say("stopped the control plane")
+    state_file.unlink()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lorapack.testing.demo", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    start = sub.add_parser("up", help="start the demo")
+    start.add_argument("--timeout", type=float, default=180.0)
+    start.set_defaults(run=up)
+    sub.add_parser("down", help="stop the demo").set_defaults(run=down)
+    args = parser.parse_args(argv)
+    code: int = args.run(args)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

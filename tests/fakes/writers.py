@@ -1,0 +1,87 @@
+"""In-memory fakes of the reconcilers' ports that record every call (karpenter-style)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from lorapack import labels
+from lorapack.api.basemodelpool import BaseModelPool
+from lorapack.api.loraadapter import ArtifactObject, LoraAdapter
+from lorapack.api.podstate import DesiredState
+
+
+class FakeWriter:
+    """Writer port: keeps the last applied object per (kind, namespace, name)."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.calls: list[tuple[str, str, str, str]] = []
+
+    async def apply(self, obj: Mapping[str, Any]) -> None:
+        meta = obj["metadata"]
+        key = (str(obj["kind"]), str(meta.get("namespace", "")), str(meta["name"]))
+        self.objects[key] = dict(obj)
+        self.calls.append(("apply", *key))
+
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        self.objects.pop((kind, namespace, name), None)
+        self.calls.append(("delete", kind, namespace, name))
+
+    async def patch_status(
+        self, api_version: str, kind: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None:
+        self.calls.append(("status", kind, namespace, name))
+
+    def of_kind(self, kind: str) -> dict[str, dict[str, Any]]:
+        return {name: obj for (k, _, name), obj in self.objects.items() if k == kind}
+
+    def desired(self) -> dict[int, DesiredState]:
+        out = {}
+        for name, secret in self.of_kind("Secret").items():
+            state = DesiredState.model_validate_json(
+                base64.b64decode(secret["data"][labels.DESIRED_KEY])
+            )
+            out[int(name.rsplit("-", 2)[-2])] = state
+        return out
+
+    def replicas(self) -> int | None:
+        sets = self.of_kind("StatefulSet")
+        return next(iter(sets.values()))["spec"]["replicas"] if sets else None
+
+    def slices(self) -> dict[str, list[str]]:
+        return {
+            f"{obj['metadata']['namespace']}/{name}": [
+                e["targetRef"]["name"] for e in obj["endpoints"]
+            ]
+            for name, obj in self.of_kind("EndpointSlice").items()
+        }
+
+    def writes(self) -> int:
+        return len(self.calls)
+
+
+class FakePresigner:
+    """Presigner port: deterministic fake URLs, records calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def presign(
+        self,
+        adapter: LoraAdapter,
+        pool: BaseModelPool,
+        bucket: str,
+        objects: Sequence[tuple[str, ArtifactObject]],
+        ttl_seconds: int,
+    ) -> tuple[list[str], datetime]:
+        self.calls += 1
+        urls = [f"https://s3.example/{bucket}/{key}?sig=x" for key, _ in objects]
+        return urls, datetime.now(UTC) + timedelta(seconds=ttl_seconds)
+
+
+def dump(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, default=str)
