@@ -80,6 +80,7 @@ TAGS=""
 build etcd "$ETCD_VERSION" "-s -w" go.etcd.io/etcd/server/v3
 build kwok "$KWOK_VERSION" "-s -w" sigs.k8s.io/kwok/cmd/kwok
 build helm "$HELM_VERSION" "$helm_ldflags" helm.sh/helm/v3/cmd/helm
+build seaweedfs v0.0.0-20261109003541-7506e5f91cd6 "-s -w" github.com/seaweedfs/seaweedfs/weed
 TAGS="selinux,notest,grpcnotrace"
 build k8s "$K8S_VERSION" "$k8s_ldflags" \
     k8s.io/kubernetes/cmd/kube-apiserver \

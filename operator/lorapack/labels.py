@@ -29,7 +29,7 @@ ROLE_ENGINE: Final = "engine"
 # Standard label that ties an EndpointSlice to its Service.
 SERVICE_NAME_LABEL: Final = "kubernetes.io/service-name"
 ENDPOINTSLICE_MANAGED_BY_LABEL: Final = "endpointslice.kubernetes.io/managed-by"
-ENDPOINTSLICE_MANAGER: Final = f"{GROUP}/operator"
+ENDPOINTSLICE_MANAGER: Final = "operator.lorapack.io"  # a label value: no "/" allowed
 
 # The agent's report on its own Pod (JSON, see api.podstate.ObservedState).
 OBSERVED_ANNOTATION: Final = f"{GROUP}/observed"

@@ -69,7 +69,8 @@ def test_enums_defaults_and_cel_rules() -> None:
     assert rules == ["self.min <= self.max"]
     engine_rules = spec["properties"]["engine"]["x-kubernetes-validations"]
     assert "self.maxCpuLoras >= self.maxLoras" in engine_rules[0]["rule"]
-    assert spec["properties"]["engine"]["default"] == {}
+    assert spec["properties"]["engine"]["default"]["maxLoraRank"] == 64
+    assert spec["properties"]["replicas"]["default"] == {"min": 1, "max": 1}
 
 
 def test_conditions_are_a_list_map_keyed_by_type() -> None:

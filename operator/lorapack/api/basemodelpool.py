@@ -22,6 +22,7 @@ from lorapack.api.meta import (
     PrinterColumn,
     Quantity,
     Toleration,
+    wire_default,
 )
 from lorapack.labels import API_VERSION, POOL_KIND, POOL_PLURAL
 
@@ -269,17 +270,21 @@ class BaseModelPoolSpec(ApiModel):
 
     base_model: BaseModelSpec
     """The base model the pool serves."""
-    engine: EngineSpec = Field(default_factory=EngineSpec, json_schema_extra={"default": {}})
+    engine: EngineSpec = Field(
+        default_factory=EngineSpec, json_schema_extra=wire_default(EngineSpec)
+    )
     """vLLM engine settings."""
-    gpu: GpuSpec = Field(default_factory=GpuSpec, json_schema_extra={"default": {}})
+    gpu: GpuSpec = Field(default_factory=GpuSpec, json_schema_extra=wire_default(GpuSpec))
     """GPUs per pod and node placement."""
-    replicas: PoolReplicas = Field(default_factory=PoolReplicas, json_schema_extra={"default": {}})
+    replicas: PoolReplicas = Field(
+        default_factory=PoolReplicas, json_schema_extra=wire_default(PoolReplicas)
+    )
     """Pod count bounds."""
     adapters: AdapterPolicy = Field(
-        default_factory=AdapterPolicy, json_schema_extra={"default": {}}
+        default_factory=AdapterPolicy, json_schema_extra=wire_default(AdapterPolicy)
     )
     """Adapter admission and per-pod limits."""
-    s3: S3Defaults = Field(default_factory=S3Defaults, json_schema_extra={"default": {}})
+    s3: S3Defaults = Field(default_factory=S3Defaults, json_schema_extra=wire_default(S3Defaults))
     """S3 defaults for the pool's agents."""
 
     @property

@@ -4,8 +4,9 @@ This is lorapack's controller-gen: the models in `lorapack.api` are the single s
 and `lorapack crds` (or `python -m lorapack.api.crdgen`) writes `crds/*.yaml`, the chart's
 `crds/` copies and `docs/api.md`. Kubernetes needs *structural* schemas, so pydantic's JSON
 Schema is rewritten: every `$ref` inlined, `title` dropped, `X | None` emitted as an optional X
-(never `anyOf: [X, null]`), `propertyNames` dropped (the API server does not know it; CEL rules
-cover map keys), defaults kept only in spec.
+(never `anyOf: [X, null]`), `propertyNames` dropped and `patternProperties` turned into
+`additionalProperties` (the API server knows neither; CEL rules cover map keys), defaults kept
+only in spec.
 
 Runtime code never imports this module (an import-linter contract): it is a build tool.
 """
@@ -67,6 +68,11 @@ def _structural(node: Schema, defs: Schema, *, keep_defaults: bool) -> Schema:
         return _structural(merged, defs, keep_defaults=keep_defaults)
     if "const" in node:
         node["enum"] = [node.pop("const")]
+    patterned = node.pop("patternProperties", None)
+    if patterned and "additionalProperties" not in node:
+        # dict[ConstrainedKey, V]: CRDs know no patternProperties; values keep their schema,
+        # keys are checked by the model's CEL rules and by pydantic in the operator.
+        node["additionalProperties"] = next(iter(patterned.values()))
     if node.get("default", 0) is None or not keep_defaults:
         node.pop("default", None)
 

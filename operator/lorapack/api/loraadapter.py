@@ -18,6 +18,7 @@ from lorapack.api.meta import (
     LocalObjectReference,
     ObjectMeta,
     PrinterColumn,
+    wire_default,
 )
 from lorapack.labels import ADAPTER_KIND, ADAPTER_PLURAL, API_VERSION
 
@@ -176,7 +177,7 @@ class LoraAdapterSpec(ApiModel):
     rank: Annotated[int, Field(ge=1, le=512)] | None = None
     """Declared LoRA rank; when set, the adapter_config.json's r must match."""
     replicas: AdapterReplicas = Field(
-        default_factory=AdapterReplicas, json_schema_extra={"default": {}}
+        default_factory=AdapterReplicas, json_schema_extra=wire_default(AdapterReplicas)
     )
     """How many pods serve the adapter."""
     expected_load: ExpectedLoad | None = None

@@ -28,6 +28,7 @@ __all__ = [
     "format_validation_error",
     "parse_quantity",
     "parse_s3_uri",
+    "wire_default",
 ]
 
 # Kubernetes resource.Quantity, the subset people write: 20Gi, 500M, 1.5Gi, 1024.
@@ -101,6 +102,15 @@ class ApiModel(BaseModel):
     def wire(self) -> dict[str, Any]:
         """The object as the API server stores it: camelCase keys, no unset optionals."""
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def wire_default(model: type[ApiModel]) -> dict[str, Any]:
+    """`json_schema_extra` giving an object field the complete wire form of its default.
+
+    The API server validates a default with the CEL rules of its schema but does not apply
+    the nested defaults first, so `default: {}` fails a rule like `self.min <= self.max`.
+    """
+    return {"default": model().wire()}
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]

@@ -18,6 +18,7 @@ from lorapack import labels
 from lorapack.api.basemodelpool import BaseModelPool
 from lorapack.api.loraadapter import LoraAdapter
 from lorapack.api.podstate import desired_from_secret
+from lorapack.handlers.runtime import Runtime
 from lorapack.planning.pods import PodObservation, observe_pod
 from lorapack.planning.rollout import Endpoint
 
@@ -45,12 +46,20 @@ def lorapack_adapters(body: kopf.Body, **_: Any) -> dict[str, LoraAdapter]:
 
 
 @kopf.index("pods", labels={labels.POOL_LABEL: kopf.PRESENT})
-def lorapack_pods(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, PodObservation]:
-    """pool key -> its pods."""
+def lorapack_pods(
+    body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any
+) -> dict[str, PodObservation]:
+    """pool key -> its pods. A changed pod also wakes its pool's loop and the status loops of
+    the adapters placed there (the index is updated before they run, so they see it)."""
     pod = observe_pod(body)
     if pod is None:
         return {}
-    return {f"{namespace}/{pod.pool}": pod}
+    key = f"{namespace}/{pod.pool}"
+    runtime: Runtime | None = getattr(memo, "runtime", None)
+    if runtime is not None:
+        runtime.wake_pools([key])
+        runtime.wake_adapters([a for a, p in runtime.placements.items() if p.pool == key])
+    return {key: pod}
 
 
 @kopf.index("secrets", labels={labels.ROLE_LABEL: labels.ROLE_DESIRED})

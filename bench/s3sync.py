@@ -1,0 +1,281 @@
+"""Benchmark: adapter sync (AdapterCache.ensure over lorapack.clients.s3) from the loopback S3
+server against plain downloads of the same objects, measured in the same run.
+
+    .venv/bin/python bench/s3sync.py [--large-mb 300] [--small-count 200] [--repeats 3]
+
+Cases and targets (issue 6):
+* one 300 MB adapter (multipart-uploaded weights): sync >= 0.9x the throughput of a plain
+  s3transfer TransferManager download of the same objects (same concurrency and part size);
+* 200 small adapters: sync >= 3x the throughput of a sequential boto3 `download_file` loop.
+
+"sync" is everything the agent waits for: download, size/ETag (MD5) verification, fsync,
+read-only sealing and the atomic rename. An informational row adds sha256 verification (when
+the adapter's spec.digests are given). Each measurement is the median of --repeats runs, the
+baseline and the sync alternating, into fresh folders. Exits 1 when a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from boto3.s3.transfer import TransferConfig as Boto3TransferConfig
+from s3transfer.manager import TransferConfig, TransferManager
+
+from lorapack.agent.cache import AdapterCache
+from lorapack.api.podstate import DesiredAdapter, FileSpec, S3Location
+from lorapack.clients.s3 import ObjectInfo, S3Client
+from lorapack.testing.s3server import S3Server, start_s3_server
+
+MiB = 2**20
+CONFIG = b'{"r": 16, "lora_alpha": 32, "target_modules": ["q_proj", "k_proj", "v_proj"]}'
+
+
+@dataclass
+class Row:
+    case: str
+    baseline: str
+    base_s: float
+    sync_s: float
+    nbytes: int
+    target: float | None
+
+    @property
+    def ratio(self) -> float:
+        return self.base_s / self.sync_s  # throughput ratio = inverse time ratio
+
+    def ok(self) -> bool:
+        return self.target is None or self.ratio >= self.target
+
+
+def adapter_for(
+    objects: list[ObjectInfo], bucket: str, prefix: str, blobs: dict[str, bytes] | None = None
+) -> DesiredAdapter:
+    manifest = "|".join(f"{o.key}:{o.size}:{o.etag}" for o in objects)
+    return DesiredAdapter(
+        served_name=prefix.strip("/").replace("/", "-"),
+        adapter=prefix.strip("/"),
+        digest="sha256:" + hashlib.sha256(manifest.encode()).hexdigest(),
+        files=[
+            FileSpec(
+                path=o.key[len(prefix) :],
+                size=o.size,
+                etag=o.etag,
+                key=o.key,
+                sha256=(
+                    "sha256:" + hashlib.sha256(blobs[o.key]).hexdigest()
+                    if blobs is not None
+                    else None
+                ),
+            )
+            for o in objects
+        ],
+        access="pool",
+        s3=S3Location(bucket=bucket, prefix=prefix),
+    )
+
+
+def upload(
+    server: S3Server, bucket: str, prefix: str, files: dict[str, bytes], work: Path
+) -> list[ObjectInfo]:
+    folder = work / "upload" / prefix
+    for name, blob in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(blob)
+    objects = server.upload_folder(bucket, prefix, folder)
+    shutil.rmtree(folder)
+    return objects
+
+
+def fresh(path: Path) -> Path:
+    if path.exists():
+        for folder, dirs, _ in os.walk(path):  # sealed cache folders are read-only
+            for d in [folder, *(os.path.join(folder, x) for x in dirs)]:
+                os.chmod(d, 0o755)
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+def median_pair(
+    repeats: int,
+    baseline: Callable[[Path], float],
+    sync: Callable[[Path], float],
+    work: Path,
+) -> tuple[float, float]:
+    base_times, sync_times = [], []
+    for _ in range(repeats):
+        base_times.append(baseline(fresh(work / "base")))
+        sync_times.append(sync(fresh(work / "sync")))
+    fresh(work / "base")
+    fresh(work / "sync")
+    return statistics.median(base_times), statistics.median(sync_times)
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def run_async(make: Callable[[], Awaitable[object]]) -> float:
+    async def go() -> float:
+        start = time.perf_counter()
+        await make()
+        return time.perf_counter() - start
+
+    return asyncio.run(go())
+
+
+def large_case(server: S3Server, bucket: str, work: Path, mb: int, repeats: int) -> tuple[Row, Row]:
+    weights = os.urandom(mb * 10**6)
+    files = {"adapter_config.json": CONFIG, "adapter_model.safetensors": weights}
+    objects = upload(server, bucket, "large/", files, work)
+    settings = server.settings()
+    plain_client = server.client()
+    config = TransferConfig(
+        multipart_threshold=settings.multipart_threshold,
+        multipart_chunksize=settings.multipart_chunksize,
+        max_request_concurrency=settings.max_concurrency,
+    )
+
+    def baseline(dest: Path) -> float:
+        manager = TransferManager(plain_client, config)
+        try:
+            return timed(
+                lambda: [
+                    f.result()
+                    for f in [
+                        manager.download(bucket, o.key, str(dest / o.key.split("/")[-1]))
+                        for o in objects
+                    ]
+                ]
+            )
+        finally:
+            manager.shutdown()
+
+    def sync_with(adapter: DesiredAdapter) -> Callable[[Path], float]:
+        def sync(dest: Path) -> float:
+            client = S3Client(settings)
+            try:
+                cache = AdapterCache(dest)
+                return run_async(lambda: cache.ensure(adapter, s3=client, allow_pickle=False))
+            finally:
+                client.close()
+
+        return sync
+
+    nbytes = sum(o.size for o in objects)
+    plain = adapter_for(objects, bucket, "large/")
+    base_s, sync_s = median_pair(repeats, baseline, sync_with(plain), work)
+    main = Row(f"{mb} MB adapter", "s3transfer", base_s, sync_s, nbytes, 0.9)
+    blobs = {o.key: files[o.key.split("/")[-1]] for o in objects}
+    digests = adapter_for(objects, bucket, "large/", blobs)
+    base_s, sync_s = median_pair(repeats, baseline, sync_with(digests), work)
+    info = Row(f"{mb} MB adapter + sha256", "s3transfer", base_s, sync_s, nbytes, None)
+    return main, info
+
+
+def small_case(
+    server: S3Server, bucket: str, work: Path, count: int, kib: int, repeats: int
+) -> Row:
+    adapters = []
+    objects_all: list[ObjectInfo] = []
+    for i in range(count):
+        prefix = f"small/a{i:03d}/"
+        files = {"adapter_config.json": CONFIG, "adapter_model.safetensors": os.urandom(kib << 10)}
+        objects = upload(server, bucket, prefix, files, work)
+        objects_all.extend(objects)
+        adapters.append(adapter_for(objects, bucket, prefix))
+    plain_client = server.client()
+    boto3_config = Boto3TransferConfig()  # what a script calling download_file gets
+
+    def baseline(dest: Path) -> float:
+        def loop() -> None:
+            for o in objects_all:
+                target = dest / o.key
+                target.parent.mkdir(parents=True, exist_ok=True)
+                plain_client.download_file(bucket, o.key, str(target), Config=boto3_config)
+
+        return timed(loop)
+
+    def sync(dest: Path) -> float:
+        client = S3Client(server.settings())
+        try:
+            cache = AdapterCache(dest)
+            return run_async(
+                lambda: asyncio.gather(
+                    *(cache.ensure(a, s3=client, allow_pickle=False) for a in adapters)
+                )
+            )
+        finally:
+            client.close()
+
+    base_s, sync_s = median_pair(repeats, baseline, sync, work)
+    nbytes = sum(o.size for o in objects_all)
+    return Row(
+        f"{count} small adapters ({kib} KiB)",
+        "boto3 download_file loop",
+        base_s,
+        sync_s,
+        nbytes,
+        3.0,
+    )
+
+
+def print_table(rows: list[Row]) -> None:
+    head = f"{'case':<30} {'baseline':<26} {'baseline':>16} {'lorapack sync':>16} {'ratio':>7} "
+    print(head + f"{'target':>7}  ok")
+    for r in rows:
+        mbps = r.nbytes / 1e6
+        base = f"{r.base_s:6.2f}s {mbps / r.base_s:5.0f}MB/s"
+        sync = f"{r.sync_s:6.2f}s {mbps / r.sync_s:5.0f}MB/s"
+        target = f">={r.target:.1f}x" if r.target else "info"
+        verdict = "yes" if r.ok() else "NO"
+        if r.target is None:
+            verdict = "-"
+        print(
+            f"{r.case:<30} {r.baseline:<26} {base:>16} {sync:>16} {r.ratio:6.2f}x {target:>7}  "
+            f"{verdict}"
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--large-mb", type=int, default=300)
+    parser.add_argument("--small-count", type=int, default=200)
+    parser.add_argument("--small-kib", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="lorapack-bench-s3-"))
+    server = start_s3_server(work / "server")
+    try:
+        server.create_bucket("bench")
+        print(f"S3 server: SeaweedFS on {server.endpoint}; CPUs: {os.cpu_count()}", flush=True)
+        large, large_sha = large_case(server, "bench", work, args.large_mb, args.repeats)
+        small = small_case(server, "bench", work, args.small_count, args.small_kib, args.repeats)
+        rows = [large, large_sha, small]
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    print_table(rows)
+    missed = [r.case for r in rows if not r.ok()]
+    if missed:
+        print(f"target missed: {', '.join(missed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

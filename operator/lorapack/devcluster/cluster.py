@@ -1,0 +1,519 @@
+"""`DevCluster`: a real Kubernetes control plane on loopback with simulated GPU nodes.
+
+`DevCluster.start()` runs etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok
+as child processes (binaries from hack/build-tools.sh), every listener on 127.0.0.1 at a port
+chosen at runtime, all state in one work folder. It writes certificates and an admin kubeconfig,
+installs lorapack's CRDs and creates fake GPU nodes that kwok keeps Ready and whose pods kwok
+runs through lorapack's own stages (*.yaml next to this module). `stop()` sends SIGTERM, then
+SIGKILL, to exactly the processes it started and checks that none of their ports still listens.
+
+Used by the pytest fixtures (tests/fixtures/cluster.py), `python -m lorapack.devcluster`
+(`make cluster-up` / `make cluster-down`) and the demo.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+from lorapack.devcluster.nodes import (
+    DEFAULT_NODES,
+    KWOK_NODE_ANNOTATION,
+    NodeShape,
+    node_manifests,
+)
+from lorapack.devcluster.pki import Pki, write_kubeconfig
+from lorapack.devcluster.processes import (
+    ProcessRecord,
+    free_port,
+    listening_sockets,
+    spawn,
+    stop_processes,
+)
+from lorapack.devcluster.tools import REPO_ROOT, Tools
+
+__all__ = [
+    "DEFAULT_CRDS_DIR",
+    "POD_CIDR",
+    "SERVICE_CIDR",
+    "ClusterError",
+    "DevCluster",
+]
+
+log = logging.getLogger("lorapack.devcluster")
+
+DEFAULT_CRDS_DIR: Final = REPO_ROOT / "crds"
+# Documentation ranges (RFC 5737) that are neither loopback (EndpointSlices reject 127/8) nor
+# 192.0.2.0/24 (the CI hosts' real subnet). Nothing ever dials them: there is no data plane.
+POD_CIDR: Final = "198.51.100.0/24"
+SERVICE_CIDR: Final = "203.0.113.0/24"
+STAGES_DIR: Final = Path(__file__).resolve().parent
+STATE_FILE: Final = "cluster.json"
+_START_TIMEOUT: Final = 120.0
+
+
+class ClusterError(RuntimeError):
+    """The control plane failed to start or stop; the message names the component and its log."""
+
+
+class DevCluster:
+    """A running local control plane. Build one with `start()` (or `attach()` to a running one)."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        tools: Tools,
+        server: str,
+        processes: Sequence[ProcessRecord],
+        *,
+        owns_workdir: bool,
+        kubelet_port: int = 0,
+        popens: dict[int, subprocess.Popen[bytes]] | None = None,
+    ) -> None:
+        self.workdir = workdir
+        self.tools = tools
+        self.server = server
+        self.kubelet_port = kubelet_port
+        """kwok's kubelet-like server on 127.0.0.1, the kubelet port of every fake node."""
+        self.kubeconfig = workdir / "kubeconfig"
+        self.processes = list(processes)
+        self._owns_workdir = owns_workdir
+        self._popens = popens or {}
+
+    # ----------------------------------------------------------------------------- start / stop
+
+    @classmethod
+    def start(
+        cls,
+        workdir: Path | None = None,
+        nodes: Sequence[NodeShape] = DEFAULT_NODES,
+        crds_dir: Path | None = DEFAULT_CRDS_DIR,
+        *,
+        detach: bool = False,
+        tools: Tools | None = None,
+    ) -> DevCluster:
+        """Start etcd, the API server, controller-manager, scheduler and kwok; install the CRDs
+        from `crds_dir` (None: none) and create `nodes`. Returns once nodes are Ready.
+
+        `workdir` None makes a temporary folder that `stop()` deletes; a given folder is kept
+        (logs stay for debugging) except etcd's data. `detach=True` lets the processes outlive
+        this Python process (the `up` command); otherwise they die with it.
+        Raises ToolsMissing if the binaries are not built, ClusterError if a component fails.
+        """
+        tools = tools or Tools.locate()
+        owns_workdir = workdir is None
+        if workdir is None:
+            workdir = Path(tempfile.mkdtemp(prefix="lorapack-devcluster-"))
+        workdir = workdir.resolve()
+        _prepare_workdir(workdir)
+        began = time.monotonic()
+        cluster = cls(workdir, tools, "", [], owns_workdir=owns_workdir)
+        try:
+            cluster._boot(nodes, crds_dir, detach=detach)
+        except BaseException:
+            # Never leave half a cluster behind (including on Ctrl-C), but keep the work
+            # folder: the error names a log file in it.
+            cluster._owns_workdir = False
+            with contextlib.suppress(ClusterError):
+                cluster.stop()
+            log.error("devcluster failed to start; component logs kept in %s", workdir / "logs")
+            raise
+        log.info("devcluster ready in %.1f s: %s", time.monotonic() - began, cluster.server)
+        return cluster
+
+    def _boot(self, nodes: Sequence[NodeShape], crds_dir: Path | None, *, detach: bool) -> None:
+        tools, work = self.tools, self.workdir
+        logs = work / "logs"
+        pki = Pki.create(work / "pki")
+        etcd_port, peer_port, api_port, kcm_port, sched_port, kwok_port = (
+            free_port() for _ in range(6)
+        )
+        self.kubelet_port = kwok_port
+
+        def run(name: str, argv: list[str], ports: Iterable[int]) -> None:
+            env = {
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "HOME": str(work),  # kwok and friends read ~/.kwok, ~/.kube: keep them inside
+                "KWOK_WORKDIR": str(work / "kwok"),
+            }
+            popen, record = spawn(name, argv, logs, env=env, ports=ports, detach=detach)
+            self._popens[record.pid] = popen
+            self.processes.append(record)
+            self._save_state()
+            log.info("started %s (pid %d) %s", name, record.pid, _ports_text(ports))
+
+        etcd_url = f"http://127.0.0.1:{etcd_port}"
+        peer_url = f"http://127.0.0.1:{peer_port}"
+        run(
+            "etcd",
+            [
+                str(tools.etcd),
+                "--name=devcluster",
+                f"--data-dir={work / 'etcd'}",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster=devcluster={peer_url}",
+                "--unsafe-no-fsync=true",  # throwaway data: durability buys nothing here
+                "--log-level=warn",
+            ],
+            (etcd_port, peer_port),
+        )
+        self._wait("etcd", lambda: _http_ok(f"{etcd_url}/health"))
+
+        self.server = f"https://127.0.0.1:{api_port}"
+        run(
+            "kube-apiserver",
+            [
+                str(tools.kube_apiserver),
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={api_port}",
+                # Without it the API server advertises the default-route address; the
+                # `kubernetes` Endpoints reconciler would then reject 127.0.0.1, so it is off.
+                "--advertise-address=127.0.0.1",
+                "--endpoint-reconciler-type=none",
+                f"--tls-cert-file={pki.serving_cert}",
+                f"--tls-private-key-file={pki.serving_key}",
+                f"--client-ca-file={pki.ca_cert}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={pki.sa_public}",
+                f"--service-account-signing-key-file={pki.sa_private}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--authorization-mode=Node,RBAC",
+                # The aggregation layer's request-header authentication, as kubeadm configures
+                # it; without it every component that delegates authentication logs errors.
+                f"--requestheader-client-ca-file={pki.front_proxy_ca}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={pki.front_proxy_client.cert}",
+                f"--proxy-client-key-file={pki.front_proxy_client.key}",
+                "--allow-privileged=true",
+                "--profiling=false",
+            ],
+            (api_port,),
+        )
+        ca = ssl.create_default_context(cafile=str(pki.ca_cert))
+        self._wait("kube-apiserver", lambda: _http_ok(f"{self.server}/readyz", ca))
+
+        write_kubeconfig(self.kubeconfig, self.server, pki.ca_cert, pki.admin)
+        kcm_config = write_kubeconfig(
+            work / "controller-manager.kubeconfig", self.server, pki.ca_cert, pki.controller_manager
+        )
+        sched_config = write_kubeconfig(
+            work / "scheduler.kubeconfig", self.server, pki.ca_cert, pki.scheduler
+        )
+        run(
+            "kube-controller-manager",
+            [
+                str(tools.kube_controller_manager),
+                f"--kubeconfig={kcm_config}",
+                f"--authentication-kubeconfig={kcm_config}",
+                f"--authorization-kubeconfig={kcm_config}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={kcm_port}",
+                f"--cert-dir={work / 'controller-manager'}",
+                "--leader-elect=false",
+                # Each controller acts as its own service account, bound by bootstrap RBAC.
+                "--use-service-account-credentials=true",
+                f"--service-account-private-key-file={pki.sa_private}",
+                f"--root-ca-file={pki.ca_cert}",
+                f"--cluster-signing-cert-file={pki.ca_cert}",
+                f"--cluster-signing-key-file={pki.ca_key}",
+            ],
+            (kcm_port,),
+        )
+        run(
+            "kube-scheduler",
+            [
+                str(tools.kube_scheduler),
+                f"--kubeconfig={sched_config}",
+                f"--authentication-kubeconfig={sched_config}",
+                f"--authorization-kubeconfig={sched_config}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={sched_port}",
+                f"--cert-dir={work / 'scheduler'}",
+                "--leader-elect=false",
+            ],
+            (sched_port,),
+        )
+        stages = sorted(STAGES_DIR.glob("*.yaml"))
+        run(
+            "kwok",
+            [
+                str(tools.kwok),
+                f"--kubeconfig={self.kubeconfig}",
+                f"--config={','.join(str(s) for s in stages)}",
+                # Only the nodes lorapack.devcluster.nodes creates (they carry the annotation).
+                "--manage-all-nodes=false",
+                f"--manage-nodes-with-annotation-selector={'='.join(KWOK_NODE_ANNOTATION)}",
+                f"--cidr={POD_CIDR}",
+                "--node-lease-duration-seconds=40",
+                # kwok's kubelet-like server (logs, exec, port-forward) on loopback: the API
+                # server reaches it through each node's Hostname "localhost" and kubelet port.
+                # No --node-ip: nodes get no InternalIP, so nothing outside loopback is dialled.
+                f"--server-address=127.0.0.1:{kwok_port}",
+                f"--tls-cert-file={pki.kwok_serving_cert}",
+                f"--tls-private-key-file={pki.kwok_serving_key}",
+            ],
+            (kwok_port,),
+        )
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE  # self-signed loopback health endpoints
+        self._wait(
+            "kube-controller-manager",
+            lambda: _http_ok(f"https://127.0.0.1:{kcm_port}/healthz", insecure),
+        )
+        self._wait(
+            "kube-scheduler",
+            lambda: _http_ok(f"https://127.0.0.1:{sched_port}/healthz", insecure),
+        )
+        self._wait("kwok", lambda: _http_ok(f"https://127.0.0.1:{kwok_port}/healthz", ca))
+        # The service-account controller runs: pods can be created in fresh namespaces.
+        self._wait(
+            "kube-controller-manager",
+            lambda: self.kubectl("get", "serviceaccount", "default", check=False).returncode == 0,
+        )
+        if crds_dir is not None:
+            self.install_crds(crds_dir)
+        self.add_nodes(nodes)
+
+    def stop(self) -> None:
+        """Stop every process this cluster started (kwok first, etcd last) and check that none
+        of their ports still listens. Raises ClusterError listing anything left behind."""
+        problems = stop_processes(list(reversed(self.processes)), self._popens)
+        ports = {p for record in self.processes for p in record.ports}
+        left = sorted({f"{addr}:{port}" for _, addr, port in listening_sockets() if port in ports})
+        if left:
+            problems.append(f"ports still listening after stop: {', '.join(left)}")
+        for popen in self._popens.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                popen.wait(timeout=1)
+        self._popens.clear()
+        if self._owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        else:
+            shutil.rmtree(self.workdir / "etcd", ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                (self.workdir / STATE_FILE).unlink()
+        log.info("devcluster stopped")
+        if problems:
+            raise ClusterError("devcluster stop: " + "; ".join(problems))
+
+    def __enter__(self) -> DevCluster:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------------- state on disk
+
+    def _save_state(self) -> None:
+        state = {
+            "server": self.server,
+            "kubeconfig": str(self.kubeconfig),
+            "ownsWorkdir": self._owns_workdir,
+            "kubeletPort": self.kubelet_port,
+            "processes": [p.to_json() for p in self.processes],
+        }
+        path = self.workdir / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(path)
+
+    @classmethod
+    def attach(cls, workdir: Path, tools: Tools | None = None) -> DevCluster:
+        """The cluster a (possibly other) Python process started in `workdir`."""
+        data = json.loads((workdir / STATE_FILE).read_text())
+        return cls(
+            workdir,
+            tools or Tools.locate(),
+            str(data["server"]),
+            [ProcessRecord.from_json(p) for p in data["processes"]],
+            owns_workdir=bool(data.get("ownsWorkdir", False)),
+            kubelet_port=int(data.get("kubeletPort", 0)),
+        )
+
+    def alive(self) -> dict[str, bool]:
+        """Component name -> whether its process still runs."""
+        return {p.name: p.alive() for p in self.processes}
+
+    def listening(self) -> list[tuple[int | None, str, int]]:
+        """(pid, address, port) of every listening socket of the cluster's processes."""
+        return listening_sockets(p.pid for p in self.processes)
+
+    # ---------------------------------------------------------------------------- using it
+
+    def env(self) -> dict[str, str]:
+        """This process's environment plus KUBECONFIG and PATH (built kubectl and helm first),
+        with kubectl's and helm's caches kept inside the work folder."""
+        env = dict(os.environ)
+        env["KUBECONFIG"] = str(self.kubeconfig)
+        env["PATH"] = os.pathsep.join([*self.tools.path_dirs(), env.get("PATH", "")])
+        env["KUBECACHEDIR"] = str(self.workdir / "kube-cache")
+        for kind in ("CACHE", "CONFIG", "DATA"):
+            env[f"HELM_{kind}_HOME"] = str(self.workdir / "helm" / kind.lower())
+        return env
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60.0
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the built kubectl against this cluster; `check` raises ClusterError on failure."""
+        return self._run([str(self.tools.kubectl), *args], input, check, timeout)
+
+    def helm(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120.0
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the built helm against this cluster; `check` raises ClusterError on failure."""
+        return self._run([str(self.tools.helm), *args], input, check, timeout)
+
+    def get_json(self, *args: str) -> Any:
+        """`kubectl get ARGS -o json`, parsed."""
+        return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
+
+    def apply_objects(self, objects: Sequence[dict[str, Any]]) -> None:
+        """Create or update objects (server-side apply as the devcluster field manager)."""
+        doc = {"apiVersion": "v1", "kind": "List", "items": list(objects)}
+        self.kubectl(
+            "apply",
+            "--server-side",
+            "--field-manager=lorapack-devcluster",
+            "-f",
+            "-",
+            input=json.dumps(doc),
+        )
+
+    def install_crds(self, crds_dir: Path) -> None:
+        """Apply every CRD in `crds_dir` and wait until the API server serves them."""
+        files = sorted(crds_dir.glob("*.yaml"))
+        if not files:
+            raise ClusterError(f"no CRD files (*.yaml) in {crds_dir}")
+        args = [a for f in files for a in ("-f", str(f))]
+        self.kubectl("apply", "--server-side", "--field-manager=lorapack-devcluster", *args)
+        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", *args)
+
+    def add_nodes(self, shapes: Sequence[NodeShape], timeout: float = 60.0) -> list[str]:
+        """Create more fake nodes (numbered after the existing ones); wait until they are Ready.
+
+        Returns the new node names.
+        """
+        existing = [n["metadata"]["name"] for n in self.get_json("nodes")["items"]]
+        version = json.loads(self.kubectl("version", "-o", "json").stdout)["serverVersion"]
+        manifests = node_manifests(
+            shapes, existing, kubelet_port=self.kubelet_port, kubelet_version=version["gitVersion"]
+        )
+        if not manifests:
+            return []
+        doc = {"apiVersion": "v1", "kind": "List", "items": manifests}
+        self.kubectl("create", "-f", "-", input=json.dumps(doc))
+        names = [m["metadata"]["name"] for m in manifests]
+        self.kubectl(
+            "wait",
+            "--for=condition=Ready",
+            f"--timeout={int(timeout)}s",
+            *(f"node/{n}" for n in names),
+            timeout=timeout + 10,
+        )
+        log.info("nodes Ready: %s", ", ".join(names))
+        return names
+
+    # ----------------------------------------------------------------------------- internals
+
+    def _run(
+        self, argv: list[str], input: str | None, check: bool, timeout: float
+    ) -> subprocess.CompletedProcess[str]:
+        env = self.env()
+        argv = [*argv[:1], f"--kubeconfig={self.kubeconfig}", *argv[1:]]
+        result = subprocess.run(
+            argv,
+            input=input,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise ClusterError(
+                f"{Path(argv[0]).name} {' '.join(argv[2:])} failed (exit {result.returncode}):"
+                f" {result.stderr.strip() or result.stdout.strip()}"
+            )
+        return result
+
+    def _wait(self, name: str, ready: Callable[[], bool], timeout: float = _START_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            for record in self.processes:
+                if not record.alive():
+                    raise ClusterError(
+                        f"{record.name} exited while waiting for {name}; "
+                        f"last log lines of {record.log}:\n{_tail(Path(record.log))}"
+                    )
+            if ready():
+                return
+            if time.monotonic() > deadline:
+                logs = [r.log for r in self.processes if r.name == name]
+                tail = _tail(Path(logs[0])) if logs else ""
+                raise ClusterError(f"{name} not ready after {timeout:.0f} s:\n{tail}")
+            time.sleep(0.2)
+
+
+def _prepare_workdir(workdir: Path) -> None:
+    state = workdir / STATE_FILE
+    if state.exists():
+        try:
+            data = json.loads(state.read_text())
+            records = [ProcessRecord.from_json(p) for p in data["processes"]]
+        except (ValueError, KeyError, TypeError):
+            records = []  # a state file we cannot read describes no process we could stop
+        if any(r.alive() for r in records):
+            raise ClusterError(
+                f"a devcluster is already running in {workdir}: stop it first "
+                "(python -m lorapack.devcluster down)"
+            )
+        state.unlink()
+    for stale in ("etcd", "pki", "logs", "kwok", "controller-manager", "scheduler"):
+        shutil.rmtree(workdir / stale, ignore_errors=True)
+    (workdir / "logs").mkdir(parents=True, exist_ok=True)
+
+
+def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"(no log at {path})"
+
+
+def _ports_text(ports: Iterable[int]) -> str:
+    listed = ", ".join(f"127.0.0.1:{p}" for p in ports)
+    return f"on {listed}" if listed else "(no listener)"

@@ -1,0 +1,389 @@
+"""Pre-flight checks of an adapter's files: what vLLM would refuse, found before any pod tries.
+
+The operator (`reconcilers.adapter`) runs `inspect_artifact` on the adapter_config.json and the
+object listing it read from S3, then `check_for_pool` against each pool that could take the
+adapter; `lorapack plan` runs the same checks on local adapter_config.json files. Pure: no I/O.
+
+The rules mirror what vLLM 0.33.0 refuses when it loads an adapter (PEFTHelper.validate_legal
+and the weight loader; reference/vllm-lora-contract.md §5), so a bad adapter gets a condition
+saying what to change instead of a 500 from a pod, and a bad static adapter never stops a pod
+from starting. Messages name the field and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from lorapack.api import conditions
+from lorapack.api.basemodelpool import ALLOWED_LORA_RANKS, BaseModelPoolSpec
+from lorapack.api.loraadapter import LoraAdapterSpec
+from lorapack.api.meta import parse_quantity
+from lorapack.errors import InvalidSpec
+from lorapack.sizing.adapters import ALL_LINEAR, resolve_target_modules
+from lorapack.sizing.catalog import lookup_model
+
+__all__ = [
+    "CONFIG_FILE",
+    "PICKLE_FILES",
+    "SAFETENSORS_FILE",
+    "ArtifactFacts",
+    "ArtifactFile",
+    "Problem",
+    "check_for_pool",
+    "inspect_artifact",
+    "is_hub_id",
+    "manifest_digest",
+]
+
+CONFIG_FILE = "adapter_config.json"
+SAFETENSORS_FILE = "adapter_model.safetensors"
+# vLLM falls back to these, read through torch.load(weights_only=True) (§5.1).
+PICKLE_FILES = ("adapter_model.bin", "adapter_model.pt")
+# PEFT initialisations that rewrite the base weights; vLLM refuses them (§5.2).
+_REFUSED_INIT = ("pissa", "olora", "corda", "loftq")
+# Hub ids are "org/name"; PEFT records local paths (absolute, ./relative, ~) just as readily.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# A plain module name, as opposed to the regular expression PEFT also accepts as a string.
+_MODULE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactFile:
+    """One object under the adapter's prefix."""
+
+    path: str
+    """Name relative to the prefix, e.g. adapter_model.safetensors."""
+    size: int
+    etag: str = ""
+    version_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactFacts:
+    """What the files say about the adapter."""
+
+    rank: int
+    """The largest of r and the rank_pattern values (what --max-lora-rank must cover)."""
+    alpha: int | None
+    target_modules: tuple[str, ...]
+    weights: Literal["safetensors", "pickle", "none"]
+    size_bytes: int
+    files: int
+    base_model_name_or_path: str | None
+    digest: str
+    """manifest_digest of the files: changes whenever any file changes."""
+    paths: tuple[str, ...] = ()
+    """Every file name, sorted (spec.digests keys must be among them)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Something that stops the adapter being served, and what to change."""
+
+    reason: str
+    """A reason from lorapack.api.conditions."""
+    message: str
+
+
+def manifest_digest(files: Iterable[ArtifactFile]) -> str:
+    """ "sha256:<hex>" over the sorted (path, size, etag, versionId) of the files: names the
+    version pods hold without reading the content."""
+    rows = sorted((f.path, f.size, f.etag, f.version_id or "") for f in files)
+    text = json.dumps(rows, separators=(",", ":"), ensure_ascii=True)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def is_hub_id(value: str) -> bool:
+    """Whether a base_model_name_or_path looks like a Hugging Face id (org/name), not a path."""
+    return bool(_HUB_ID.match(value)) and not value.startswith(".")
+
+
+def _unsupported(message: str) -> Problem:
+    return Problem(conditions.UNSUPPORTED_ADAPTER, message)
+
+
+def _positive_int(value: object) -> int | None:
+    # vLLM accepts only a true int (not 16.0, not True) for r and rank_pattern values.
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return None
+    return value
+
+
+def _rank(config: Mapping[str, Any], problems: list[Problem]) -> int | None:
+    """max(r, rank_pattern values), or None (with a problem) when they are not ranks."""
+    raw = config.get("r")
+    rank = _positive_int(raw)
+    if rank is None:
+        problems.append(
+            _unsupported(
+                f"adapter_config.json r is {raw!r}: a LoRA rank must be a positive integer; "
+                "re-save the adapter with PEFT's save_pretrained"
+            )
+        )
+        return None
+    pattern = config.get("rank_pattern") or {}
+    if not isinstance(pattern, Mapping):
+        problems.append(
+            _unsupported(
+                "adapter_config.json rank_pattern must map module names to ranks: re-save the "
+                "adapter with PEFT's save_pretrained"
+            )
+        )
+        return None
+    for module, value in sorted(pattern.items()):
+        other = _positive_int(value)
+        if other is None:
+            problems.append(
+                _unsupported(
+                    f"adapter_config.json rank_pattern[{module!r}] is {value!r}: ranks must be "
+                    "positive integers"
+                )
+            )
+            return None
+        rank = max(rank, other)
+    return rank
+
+
+def _refusals(config: Mapping[str, Any]) -> list[Problem]:
+    """The adapter_config.json settings vLLM cannot serve (§5.2, §5.3)."""
+    problems: list[Problem] = []
+    peft_type = config.get("peft_type")
+    if peft_type is not None and str(peft_type).upper() != "LORA":
+        problems.append(
+            _unsupported(
+                f"peft_type is {peft_type!r}: vLLM serves only LoRA adapters; train the adapter "
+                "with peft.LoraConfig (peft_type LORA)"
+            )
+        )
+    if config.get("use_dora"):
+        problems.append(
+            _unsupported(
+                "use_dora is true: vLLM cannot serve DoRA adapters; retrain with use_dora=False"
+            )
+        )
+    bias = config.get("bias", "none")
+    if bias not in (None, "none"):
+        problems.append(
+            _unsupported(
+                f"bias is {bias!r}: vLLM serves only adapters without bias weights; retrain with "
+                "bias='none'"
+            )
+        )
+    if config.get("lora_bias"):
+        problems.append(
+            _unsupported(
+                "lora_bias is true: vLLM does not support LoRA bias; retrain with lora_bias=False"
+            )
+        )
+    to_save = config.get("modules_to_save")
+    if to_save:
+        problems.append(
+            _unsupported(
+                f"modules_to_save is {to_save!r}: vLLM cannot serve fully trained extra modules "
+                "of a causal LM; retrain with modules_to_save=None"
+            )
+        )
+    init = config.get("init_lora_weights")
+    if isinstance(init, str) and init.lower().startswith(_REFUSED_INIT):
+        problems.append(
+            _unsupported(
+                f"init_lora_weights is {init!r}: vLLM cannot serve PiSSA, OLoRA, CorDA or LoftQ "
+                "adapters (they change the base weights); retrain with init_lora_weights=True"
+            )
+        )
+    refused = (
+        ("alora_invocation_tokens", "Activated LoRA (aLoRA)", "alora_invocation_tokens=None"),
+        ("layer_replication", "layer_replication", "layer_replication=None"),
+        ("use_bdlora", "block-diagonal LoRA (BD-LoRA)", "use_bdlora=False"),
+        ("use_qalora", "QALoRA", "use_qalora=False"),
+    )
+    for field, what, fix in refused:
+        if config.get(field):
+            problems.append(
+                _unsupported(f"{field} is set: vLLM does not support {what}; retrain with {fix}")
+            )
+    return problems
+
+
+def _weights(files: Sequence[ArtifactFile]) -> Literal["safetensors", "pickle", "none"]:
+    names = {f.path for f in files}
+    if SAFETENSORS_FILE in names:
+        return "safetensors"
+    if any(name in names for name in PICKLE_FILES):
+        return "pickle"
+    return "none"
+
+
+def inspect_artifact(
+    config: Mapping[str, Any] | None, files: Sequence[ArtifactFile]
+) -> tuple[ArtifactFacts | None, list[Problem]]:
+    """The facts of an adapter from its adapter_config.json (None: there is none) and file
+    listing, and every problem vLLM would refuse it for, whatever the pool. Facts are None
+    when the config does not even say the rank."""
+    if config is None:
+        return None, [
+            Problem(
+                conditions.ARTIFACT_NOT_FOUND,
+                f"no {CONFIG_FILE} under the adapter's source: upload the folder PEFT's "
+                f"save_pretrained writes ({CONFIG_FILE} and {SAFETENSORS_FILE})",
+            )
+        ]
+    problems: list[Problem] = []
+    missing = [f for f in ("r", "lora_alpha", "target_modules") if config.get(f) is None]
+    if missing:
+        problems.append(
+            _unsupported(
+                f"{CONFIG_FILE} lacks {', '.join(missing)}: vLLM requires r, lora_alpha and "
+                "target_modules; re-save the adapter with PEFT's save_pretrained"
+            )
+        )
+    rank = _rank(config, problems) if "r" not in missing else None
+    problems.extend(_refusals(config))
+    weights = _weights(files)
+    if weights == "none":
+        problems.append(
+            Problem(
+                conditions.NO_WEIGHTS,
+                f"no {SAFETENSORS_FILE} (or {' / '.join(PICKLE_FILES)}) next to {CONFIG_FILE}: "
+                "upload the weights file save_pretrained wrote",
+            )
+        )
+    if rank is None:
+        return None, problems
+    alpha_raw = config.get("lora_alpha")
+    alpha = None
+    if isinstance(alpha_raw, int | float) and not isinstance(alpha_raw, bool):
+        alpha = int(alpha_raw) if math.isfinite(alpha_raw) else None
+    targets = config.get("target_modules") or ()
+    modules = (targets,) if isinstance(targets, str) else tuple(sorted(str(t) for t in targets))
+    name_or_path = config.get("base_model_name_or_path")
+    facts = ArtifactFacts(
+        rank=rank,
+        alpha=alpha,
+        target_modules=modules,
+        weights=weights,
+        size_bytes=sum(f.size for f in files),
+        files=len(files),
+        base_model_name_or_path=name_or_path if isinstance(name_or_path, str) else None,
+        digest=manifest_digest(files),
+        paths=tuple(sorted(f.path for f in files)),
+    )
+    return facts, problems
+
+
+def _size_text(nbytes: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} B"
+
+
+def _module_problem(facts: ArtifactFacts, pool: BaseModelPoolSpec) -> Problem | None:
+    """Target modules the pool's model cannot take a LoRA on, when the model is known."""
+    modules = facts.target_modules
+    if not modules or (
+        len(modules) == 1 and modules[0] != ALL_LINEAR and not _MODULE_NAME.match(modules[0])
+    ):
+        return None  # a regular expression: PEFT matched it against the real model
+    try:
+        arch = lookup_model(pool.base_model.architecture or pool.base_model.name)
+    except InvalidSpec:
+        return None  # not in the catalog: vLLM's own check is the only one
+    try:
+        resolve_target_modules(arch, modules)
+    except InvalidSpec as err:
+        return _unsupported(f"adapter_config.json target_modules: {err.message}")
+    return None
+
+
+def check_for_pool(
+    facts: ArtifactFacts, adapter: LoraAdapterSpec, pool: BaseModelPoolSpec
+) -> list[Problem]:
+    """Whether one pool can serve the adapter: rank, declared rank, pickle, size, digests,
+    target modules and base model. Empty when it can."""
+    problems: list[Problem] = []
+    limit = pool.engine.max_lora_rank
+    if facts.rank > limit:
+        wanted = next((r for r in ALLOWED_LORA_RANKS if r >= facts.rank), ALLOWED_LORA_RANKS[-1])
+        problems.append(
+            Problem(
+                conditions.RANK_TOO_LARGE,
+                f"adapter rank {facts.rank} is above the pool's engine.maxLoraRank {limit}: "
+                f"retrain with r <= {limit} or use a pool with maxLoraRank {wanted}",
+            )
+        )
+    if adapter.rank is not None and adapter.rank != facts.rank:
+        problems.append(
+            Problem(
+                conditions.RANK_MISMATCH,
+                f"spec.rank is {adapter.rank} but {CONFIG_FILE} says {facts.rank} (the largest "
+                "of r and rank_pattern): fix spec.rank, or point spec.source at the adapter "
+                "you meant",
+            )
+        )
+    if facts.weights == "pickle" and not pool.adapters.allow_pickle:
+        problems.append(
+            Problem(
+                conditions.PICKLE_NOT_ALLOWED,
+                f"the weights are only in pickle files ({' / '.join(PICKLE_FILES)}), which the "
+                f"pool refuses: re-save with save_pretrained(safe_serialization=True) to get "
+                f"{SAFETENSORS_FILE}, or ask the platform team for spec.adapters.allowPickle",
+            )
+        )
+    cache = parse_quantity(pool.adapters.cache_size)
+    if pool.adapters.max_adapter_size is not None:
+        largest = parse_quantity(pool.adapters.max_adapter_size)
+        if facts.size_bytes > largest:
+            problems.append(
+                Problem(
+                    conditions.ADAPTER_TOO_LARGE,
+                    f"the adapter's files take {_size_text(facts.size_bytes)}, above the pool's "
+                    f"spec.adapters.maxAdapterSize {pool.adapters.max_adapter_size}: save it in "
+                    "bfloat16 or with a lower rank, or ask the platform team to raise the limit",
+                )
+            )
+    if facts.size_bytes > cache:
+        problems.append(
+            Problem(
+                conditions.ADAPTER_TOO_LARGE,
+                f"the adapter's files take {_size_text(facts.size_bytes)}, more than a pod's "
+                f"adapter cache (spec.adapters.cacheSize {pool.adapters.cache_size}): save it in "
+                "bfloat16 or with a lower rank, or ask the platform team for a larger cacheSize",
+            )
+        )
+    present = set(facts.paths)
+    for name in sorted(adapter.digests):
+        if name not in present:
+            problems.append(
+                Problem(
+                    conditions.DIGEST_MISMATCH,
+                    f"spec.digests names {name}, which is not among the adapter's files "
+                    f"({', '.join(facts.paths) or 'none'}): fix the key or upload the file",
+                )
+            )
+    module_problem = _module_problem(facts, pool)
+    if module_problem is not None:
+        problems.append(module_problem)
+    recorded = facts.base_model_name_or_path
+    served = pool.base_model.name
+    if (
+        recorded
+        and is_hub_id(recorded)
+        and is_hub_id(served)
+        and recorded.lower() != served.lower()
+    ):
+        problems.append(
+            Problem(
+                conditions.BASE_MODEL_MISMATCH,
+                f"{CONFIG_FILE} says the adapter was trained on {recorded}, but the pool serves "
+                f"{served}: fix spec.baseModel to the model it was trained on, or retrain it on "
+                f"{served}",
+            )
+        )
+    return problems
