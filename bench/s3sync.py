@@ -262,13 +262,18 @@ def main() -> int:
     server = start_s3_server(work / "server")
     try:
         server.create_bucket("bench")
-        print(f"S3 server: SeaweedFS on {server.endpoint}; CPUs: {os.cpu_count()}", flush=True)
+        print(
+            f"S3 server: SeaweedFS on {server.endpoint}; CPUs: {os.cpu_count()}; load average "
+            f"before: {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
         large, large_sha = large_case(server, "bench", work, args.large_mb, args.repeats)
         small = small_case(server, "bench", work, args.small_count, args.small_kib, args.repeats)
         rows = [large, large_sha, small]
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
+    print(f"load average after: {os.getloadavg()[0]:.1f} (other work on the machine skews ratios)")
     print_table(rows)
     missed = [r.case for r in rows if not r.ok()]
     if missed:

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from lorapack.agent.cache import MANIFEST_NAME, AdapterCache
-from lorapack.api.podstate import DesiredAdapter, FileSpec
-from lorapack.clients.s3 import PresignedItem
+from lorapack.api.podstate import DesiredAdapter, FileSpec, S3Location
+from lorapack.clients.s3 import DownloadItem, ObjectInfo, PresignedItem
 from lorapack.errors import (
     ArtifactNotFound,
     ArtifactRejected,
@@ -474,3 +474,77 @@ async def test_remove_unused_spares_downloads_in_flight(
     store.gate.set()
     await task
     assert cache.is_verified(adapter.digest)
+
+
+# -- pool access over a fake S3 client ----------------------------------------------------------
+
+
+class FakeS3:
+    """The two S3Client methods the cache uses for access=pool, over in-memory objects."""
+
+    def __init__(self, objects: dict[str, bytes], encryption: str | None = None) -> None:
+        self.objects = objects
+        self.encryption = encryption
+        self.downloads: list[list[str]] = []
+        self.heads: list[str] = []
+
+    async def download(self, items: Sequence[DownloadItem], *, create_folders: bool = True) -> None:
+        self.downloads.append([i.key for i in items])
+        for item in items:
+            item.dest.parent.mkdir(parents=True, exist_ok=True)
+            item.dest.write_bytes(self.objects[item.key])
+
+    async def head(self, bucket: str, key: str, *, version_id: str | None = None) -> ObjectInfo:
+        self.heads.append(key)
+        blob = self.objects[key]
+        return ObjectInfo(key, len(blob), "kms-etag", version_id, self.encryption)
+
+
+def pool_adapter(objects: dict[str, bytes], etags: dict[str, str]) -> DesiredAdapter:
+    return DesiredAdapter(
+        served_name="bot",
+        adapter="team-a/bot",
+        digest="sha256:" + hashlib.sha256(repr(sorted(etags.items())).encode()).hexdigest(),
+        files=[
+            FileSpec(path=key.removeprefix("p/"), size=len(blob), etag=etags[key], key=key)
+            for key, blob in objects.items()
+        ],
+        access="pool",
+        s3=S3Location(bucket="adapters", prefix="p/"),
+    )
+
+
+async def test_pool_access_downloads_by_key_into_validated_paths(tmp_path: Path) -> None:
+    objects = {"p/adapter_config.json": CONFIG, "p/adapter_model.safetensors": b"w" * 10}
+    etags = {k: hashlib.md5(v).hexdigest() for k, v in objects.items()}
+    s3 = FakeS3(objects)
+    cache = AdapterCache(tmp_path / "c")
+    path = await cache.ensure(pool_adapter(objects, etags), s3=s3, allow_pickle=False)  # type: ignore[arg-type]
+    assert (path / "adapter_model.safetensors").read_bytes() == b"w" * 10
+    assert [sorted(keys) for keys in s3.downloads] == [sorted(objects)]  # one batch
+    assert s3.heads == []  # ETags matched: no extra request
+
+
+@pytest.mark.parametrize(
+    ("encryption", "want_ok"),
+    [
+        pytest.param("aws:kms", True, id="sse-kms-etag-is-not-md5"),
+        pytest.param("SSE-C", True, id="sse-c-etag-is-not-md5"),
+        pytest.param("AES256", False, id="sse-s3-etag-is-md5"),
+        pytest.param(None, False, id="plain-etag-is-md5"),
+    ],
+)
+async def test_md5_mismatch_is_excused_only_for_kms_and_sse_c(
+    tmp_path: Path, encryption: str | None, want_ok: bool
+) -> None:
+    objects = {"p/adapter_config.json": CONFIG, "p/adapter_model.safetensors": b"w" * 10}
+    etags = {k: "f" * 32 for k in objects}  # 32 hex digits, but not the content's MD5
+    s3 = FakeS3(objects, encryption)
+    cache = AdapterCache(tmp_path / "c")
+    adapter = pool_adapter(objects, etags)
+    if want_ok:
+        assert (await cache.ensure(adapter, s3=s3, allow_pickle=False)).is_dir()  # type: ignore[arg-type]
+        assert sorted(s3.heads) == sorted(objects)
+    else:
+        with pytest.raises(ArtifactRejected, match="differs from its ETag"):
+            await cache.ensure(adapter, s3=s3, allow_pickle=False)  # type: ignore[arg-type]

@@ -100,6 +100,9 @@ def world(
             str(workdir),
             "--model-dir",
             str(artifacts.model.path),
+            # Pods of pools named "real-vllm" run the real vLLM CPU engine (test_real_vllm.py).
+            "--real-engine-pool",
+            "real-vllm",
         ],
         _python_env({}),
         workdir / "world.log",

@@ -103,11 +103,17 @@ def deployment(name: str, namespace: str, replicas: int, gpus: int = 1) -> dict[
     }
 
 
-def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
+def find_condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
     for cond in obj.get("status", {}).get("conditions", []):
         if cond["type"] == kind:
             return dict(cond)
     return None
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    found = find_condition(obj, kind)
+    assert found is not None, f"no {kind} condition in {obj.get('status')}"
+    return found
 
 
 # ------------------------------------------------------------------------- the control plane
@@ -158,7 +164,7 @@ def test_default_nodes_are_ready_gpu_nodes_without_routed_addresses(
         assert labels["nvidia.com/gpu.present"] == "true"
         assert node["status"]["capacity"]["nvidia.com/gpu"] == count
         assert node["status"]["allocatable"]["nvidia.com/gpu"] == count
-        assert condition(node, "Ready")["status"] == "True"  # type: ignore[index]
+        assert condition(node, "Ready")["status"] == "True"
         # Nothing may ever dial a fake node's address: it has no IP, and its Hostname and
         # kubelet port lead to kwok's server on loopback.
         assert node["status"]["addresses"] == [{"type": "Hostname", "address": "localhost"}]
@@ -177,7 +183,7 @@ def test_nodes_keep_heartbeating(devcluster: DevCluster) -> None:
         nodes = devcluster.get_json("nodes")["items"]
         return (
             {lease["metadata"]["name"]: lease["spec"]["renewTime"] for lease in leases},
-            {n["metadata"]["name"]: condition(n, "Ready")["lastHeartbeatTime"] for n in nodes},  # type: ignore[index]
+            {n["metadata"]["name"]: condition(n, "Ready")["lastHeartbeatTime"] for n in nodes},
         )
 
     leases, beats = snapshot()
@@ -194,7 +200,7 @@ def test_nodes_keep_heartbeating(devcluster: DevCluster) -> None:
         timeout=40,
     )
     nodes = devcluster.get_json("nodes")["items"]
-    assert all(condition(n, "Ready")["status"] == "True" for n in nodes)  # type: ignore[index]
+    assert all(condition(n, "Ready")["status"] == "True" for n in nodes)
 
 
 # ----------------------------------------------------------------------------- lorapack's CRDs
@@ -204,8 +210,8 @@ def test_nodes_keep_heartbeating(devcluster: DevCluster) -> None:
 def test_lorapack_crds_are_established(devcluster: DevCluster, lorapack_crds: Path) -> None:
     for name in ("basemodelpools.lorapack.io", "loraadapters.lorapack.io"):
         crd = devcluster.get_json("crd", name)
-        assert condition(crd, "Established")["status"] == "True"  # type: ignore[index]
-        assert condition(crd, "NamesAccepted")["status"] == "True"  # type: ignore[index]
+        assert condition(crd, "Established")["status"] == "True"
+        assert condition(crd, "NamesAccepted")["status"] == "True"
     resources = devcluster.kubectl("api-resources", "--api-group=lorapack.io", "-o", "name").stdout
     assert set(resources.split()) == {"basemodelpools.lorapack.io", "loraadapters.lorapack.io"}
 
@@ -437,6 +443,22 @@ def test_api_server_rejects_invalid_objects_naming_the_field(
 # --------------------------------------------------------------------- scheduling and kwok pods
 
 
+def wait_until_l20_gpus_are_free(cluster: DevCluster) -> None:
+    """Tests that count L20 GPUs first wait for pods of earlier tests (other tiers share the
+    session's cluster) to release theirs."""
+
+    def holders() -> list[str]:
+        pods = cluster.get_json("pods", "-A")["items"]
+        return [
+            f"{p['metadata']['namespace']}/{p['metadata']['name']}"
+            for p in pods
+            if (p["spec"].get("nodeName") or "").startswith("l20-")
+            and p["status"].get("phase") not in ("Succeeded", "Failed")
+        ]
+
+    wait_for("L20 GPUs held by other pods to be released", lambda: not holders(), timeout=60)
+
+
 def pods_of(cluster: DevCluster, namespace: str, selector: str) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = cluster.get_json("pods", "-n", namespace, "-l", selector)["items"]
     return items
@@ -446,6 +468,7 @@ def pods_of(cluster: DevCluster, namespace: str, selector: str) -> list[dict[str
 def test_gpu_deployment_runs_on_l20_nodes_with_documentation_range_ips(
     devcluster: DevCluster, namespace: str
 ) -> None:
+    wait_until_l20_gpus_are_free(devcluster)
     created(devcluster, deployment("engine", namespace, replicas=3))
     wait_for(
         "3 available replicas",
@@ -475,7 +498,7 @@ def test_gpu_deployment_runs_on_l20_nodes_with_documentation_range_ips(
     ips = []
     for p in running:
         assert p["status"]["phase"] == "Running", summary
-        assert condition(p, "Ready")["status"] == "True", p["status"]  # type: ignore[index]
+        assert condition(p, "Ready")["status"] == "True", p["status"]
         ip = ipaddress.ip_address(p["status"]["podIP"])
         assert ip in ipaddress.ip_network(POD_CIDR), summary
         assert not ip.is_loopback
@@ -502,6 +525,7 @@ def test_gpu_deployment_runs_on_l20_nodes_with_documentation_range_ips(
 def test_scheduler_counts_gpus_and_reports_unschedulable(
     devcluster: DevCluster, namespace: str
 ) -> None:
+    wait_until_l20_gpus_are_free(devcluster)
     # Five single-GPU pods for four L20 GPUs: exactly one must stay Pending.
     created(devcluster, deployment("crowd", namespace, replicas=5))
     # Nine GPUs on one pod: more than any node (H100 nodes have 8).
@@ -516,7 +540,7 @@ def test_scheduler_counts_gpus_and_reports_unschedulable(
     pending = next(p for p in pods if p["status"]["phase"] == "Pending")
     scheduled = wait_for(
         "the Unschedulable condition",
-        lambda: condition(
+        lambda: find_condition(
             devcluster.get_json("pod", pending["metadata"]["name"], "-n", namespace),
             "PodScheduled",
         ),
@@ -526,7 +550,7 @@ def test_scheduler_counts_gpus_and_reports_unschedulable(
     assert "Insufficient nvidia.com/gpu" in scheduled["message"]
     huge = wait_for(
         "the Unschedulable condition of the 9-GPU pod",
-        lambda: condition(devcluster.get_json("pod", "huge", "-n", namespace), "PodScheduled"),
+        lambda: find_condition(devcluster.get_json("pod", "huge", "-n", namespace), "PodScheduled"),
     )
     assert huge["reason"] == "Unschedulable"
     assert "Insufficient nvidia.com/gpu" in huge["message"]
@@ -621,7 +645,7 @@ def test_readiness_gates_decide_ready_like_a_kubelet(
 
     def ready_is(status: str) -> dict[str, Any] | None:
         current = get()
-        ready = condition(current, "Ready")
+        ready = find_condition(current, "Ready")
         return current if ready and ready["status"] == status else None
 
     running = wait_for("the gated pod to run", lambda: get()["status"].get("phase") == "Running")
@@ -630,29 +654,27 @@ def test_readiness_gates_decide_ready_like_a_kubelet(
     first_ip = current["status"]["podIP"]
     # The containers run, but the gate's condition does not exist: not Ready, and kwok did not
     # invent the gate condition (its own pod-ready stage would have set it True).
-    assert condition(current, "ContainersReady")["status"] == "True"  # type: ignore[index]
+    assert condition(current, "ContainersReady")["status"] == "True"
     ready = condition(current, "Ready")
-    assert ready is not None
     assert ready["status"] == "False"
     assert ready["reason"] == "ReadinessGatesNotReady"
     assert SYNCED_CONDITION in ready["message"]
-    assert condition(current, SYNCED_CONDITION) is None
+    assert find_condition(current, SYNCED_CONDITION) is None
 
     # Someone else's condition, set alongside: it must survive every later stage.
     patch_condition(devcluster, namespace, "gated", "example.com/other", "True")
     patch_condition(devcluster, namespace, "gated", SYNCED_CONDITION, "True")
     current = wait_for("Ready=True once the gate is True", lambda: ready_is("True"))
-    assert condition(current, SYNCED_CONDITION)["reason"] == "Synced"  # type: ignore[index]
-    assert condition(current, "example.com/other")["status"] == "True"  # type: ignore[index]
+    assert condition(current, SYNCED_CONDITION)["reason"] == "Synced"
+    assert condition(current, "example.com/other")["status"] == "True"
 
     patch_condition(devcluster, namespace, "gated", SYNCED_CONDITION, "False")
     current = wait_for("Ready=False once the gate is False", lambda: ready_is("False"))
     ready = condition(current, "Ready")
-    assert ready is not None
     assert ready["reason"] == "ReadinessGatesNotReady"
     assert 'is not "True", but False' in ready["message"]
-    assert condition(current, SYNCED_CONDITION)["status"] == "False"  # type: ignore[index]
-    assert condition(current, "example.com/other")["status"] == "True"  # type: ignore[index]
+    assert condition(current, SYNCED_CONDITION)["status"] == "False"
+    assert condition(current, "example.com/other")["status"] == "True"
 
     patch_condition(devcluster, namespace, "gated", SYNCED_CONDITION, "True")
     wait_for("Ready=True again", lambda: ready_is("True"))

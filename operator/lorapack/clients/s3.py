@@ -566,10 +566,12 @@ class S3Client:
 
     # -- bulk download ---------------------------------------------------------------------------
 
-    async def download(self, items: Sequence[DownloadItem]) -> None:
+    async def download(self, items: Sequence[DownloadItem], *, create_folders: bool = True) -> None:
         """Download every item concurrently (objects above multipart_threshold as concurrent
         ranged GETs). The first failure cancels the rest and is raised once every transfer has
-        stopped writing, so the caller may delete the destination folder right away."""
+        stopped writing, so the caller may delete the destination folder right away.
+        `create_folders=False`: the caller made the destinations' folders (saves syscalls on
+        the event loop)."""
         if not items:
             return
         loop = asyncio.get_running_loop()
@@ -581,7 +583,7 @@ class S3Client:
             # TransferManager.download only enqueues; with hundreds of adapters syncing at once
             # a thread hop per call would queue behind fsyncs in the default executor.
             manager = self._transfers()
-            for folder in {i.dest.parent for i in items}:
+            for folder in {i.dest.parent for i in items} if create_folders else ():
                 folder.mkdir(parents=True, exist_ok=True)
             for item, waiter in zip(items, waiters, strict=True):
                 extra = {"VersionId": item.version_id} if item.version_id else {}

@@ -306,22 +306,28 @@ def _snapshot(report: _Report, adapters: list[_Adapter]) -> Snapshot:
 
 def _place(report: _Report) -> PlacementPlan:
     """Plan, then check each placed adapter's files against its pool; adapters the pool would
-    refuse leave the plan (and are reported), which is planned again without them."""
+    refuse leave the plan (and are reported), which is planned again without them until every
+    placed adapter passes (each round refuses at least one adapter, so this ends)."""
     valid = [a for a in report.adapters if not _refused(report, a)]
-    plan = plan_placement(_snapshot(report, valid))
     specs = {_obj_key(p.metadata.namespace, p.metadata.name): p.spec for p, _ in report.pools}
-    refused = []
-    for adapter in valid:
-        key = _obj_key(adapter.obj.metadata.namespace, adapter.obj.metadata.name)
-        pool = plan.adapter_pool.get(key)
-        if pool is None or adapter.facts is None:
-            continue
-        for problem in check_for_pool(adapter.facts, adapter.obj.spec, specs[pool]):
-            report.refuse(adapter.where, f"{ADAPTER_KIND} {key}", problem.reason, problem.message)
-            refused.append(adapter)
-    if not refused:
-        return plan
-    return plan_placement(_snapshot(report, [a for a in valid if a not in refused]))
+    while True:
+        plan = plan_placement(_snapshot(report, valid))
+        refused = []
+        for adapter in valid:
+            key = _obj_key(adapter.obj.metadata.namespace, adapter.obj.metadata.name)
+            pool = plan.adapter_pool.get(key)
+            if pool is None or adapter.facts is None:
+                continue
+            problems = check_for_pool(adapter.facts, adapter.obj.spec, specs[pool])
+            for problem in problems:
+                report.refuse(
+                    adapter.where, f"{ADAPTER_KIND} {key}", problem.reason, problem.message
+                )
+            if problems:
+                refused.append(adapter)
+        if not refused:
+            return plan
+        valid = [a for a in valid if a not in refused]
 
 
 def _refused(report: _Report, adapter: _Adapter) -> bool:

@@ -3,7 +3,7 @@
 kwok makes pool pods Running on fake GPU nodes, but nothing runs in them. For every running pool
 pod this simulator starts what the pod template describes, on 127.0.0.1:
 * the engine: the engine double (`lorapack.testing.enginedouble`) with the pod's own `vllm serve`
-  flags, or a real vLLM CPU engine for pods named in `real_engines`;
+  flags, or a real vLLM CPU engine for pods of the pools named in `real_engine_pools`;
 * the agent: `lorapack agent` with the pod's environment (POD_NAME, the pool's S3 credentials
   resolved from the Secret the pod references), a cache folder that survives agent restarts but
   not pod re-creation (an emptyDir), and by default the pool's own ServiceAccount token, so the
@@ -72,7 +72,8 @@ class PodRuntime:
     uid: str
     ip: str
     engine_port: int
-    cache_dir: Path
+    folder: Path
+    """Where the pod's processes keep their logs (and the cache, in `cache`)."""
     engine: asyncio.subprocess.Process | Any | None = None
     agent: asyncio.subprocess.Process | None = None
     logs: list[Path] = field(default_factory=list)
@@ -80,6 +81,11 @@ class PodRuntime:
     @property
     def engine_url(self) -> str:
         return f"http://127.0.0.1:{self.engine_port}"
+
+    @property
+    def cache_dir(self) -> Path:
+        """The adapter cache (an emptyDir: it survives agent restarts, not a new pod)."""
+        return self.folder / "cache"
 
 
 EngineStarter = Callable[["PodRuntime", Mapping[str, Any], str, list[str]], Any]
@@ -96,7 +102,8 @@ class PodSimulator:
         model_dir: Path | None = None,
         use_pod_identity: bool = True,
         agent_env: Mapping[str, str] | None = None,
-        real_engines: Mapping[str, EngineStarter] | None = None,
+        real_engine: EngineStarter | None = None,
+        real_engine_pools: Sequence[str] = (),
         double_flags: Sequence[str] = (),
     ) -> None:
         self.kubeconfig = kubeconfig
@@ -104,7 +111,8 @@ class PodSimulator:
         self.model_dir = model_dir
         self.use_pod_identity = use_pod_identity
         self.agent_env = dict(agent_env or {})
-        self.real_engines = dict(real_engines or {})
+        self.real_engine = real_engine
+        self.real_engine_pools = set(real_engine_pools)
         self.double_flags = list(double_flags)
         self.pods: dict[str, PodRuntime] = {}
         self._kube: KubeClient | None = None
@@ -221,7 +229,7 @@ class PodSimulator:
             uid=meta["uid"],
             ip=pod["status"]["podIP"],
             engine_port=free_port(),
-            cache_dir=folder / "cache",
+            folder=folder,
         )
         uid_file = folder / "uid"
         if uid_file.exists() and uid_file.read_text() != runtime.uid:
@@ -237,10 +245,10 @@ class PodSimulator:
 
     async def _start_engine(self, runtime: PodRuntime, pod: Mapping[str, Any]) -> Any:
         served, flags = _engine_flags(pod)
-        starter = self.real_engines.get(runtime.name)
-        if starter is not None:
-            return await starter(runtime, pod, served, flags)
-        log_path = self.workdir / runtime.namespace / runtime.name / "engine.log"
+        pool = ((pod.get("metadata") or {}).get("labels") or {}).get(labels.POOL_LABEL)
+        if self.real_engine is not None and pool in self.real_engine_pools:
+            return await self.real_engine(runtime, pod, served, flags)
+        log_path = runtime.folder / "engine.log"
         runtime.logs.append(log_path)
         argv = [
             sys.executable,
@@ -284,7 +292,7 @@ class PodSimulator:
             "contexts": [{"name": "pod", "context": {"cluster": cluster["name"], "user": account}}],
             "current-context": "pod",
         }
-        path = self.workdir / runtime.namespace / runtime.name / "kubeconfig"
+        path = runtime.folder / "kubeconfig"
         path.write_text(yaml.safe_dump(config))
         path.chmod(0o600)
         return path
@@ -338,7 +346,7 @@ class PodSimulator:
             }
         )
         env.update(self.agent_env)
-        log_path = self.workdir / runtime.namespace / runtime.name / "agent.log"
+        log_path = runtime.folder / "agent.log"
         runtime.logs.append(log_path)
         return await asyncio.create_subprocess_exec(
             sys.executable,

@@ -8,7 +8,7 @@ small admin API on loopback for fault injection:
     POST /pods/{namespace}/{name}/restart-agent  kill and restart the pod's agent
     POST /pods/{namespace}/{name}/restart-engine kill and restart its engine (adapters lost)
 
-Real vLLM engines replace the double for pods named with `--real-engine NAMESPACE/POD`
+Real vLLM engines replace the double for the pods of pools named with `--real-engine-pool NAME`
 (needs the vLLM venv and the tiny model: `--model-dir`).
 """
 
@@ -36,7 +36,7 @@ __all__ = ["main", "serve"]
 log = logging.getLogger(__name__)
 
 
-def _real_engine_starter(model_dir: Path, workdir: Path) -> Any:
+def _real_engine_starter(model_dir: Path) -> Any:
     """A PodSimulator engine starter running the real vLLM CPU engine for one pod."""
     from lorapack.testing import realvllm
 
@@ -55,7 +55,7 @@ def _real_engine_starter(model_dir: Path, workdir: Path) -> Any:
                 else None,
             ),
             port=runtime.engine_port,
-            log_path=workdir / runtime.namespace / runtime.name / "vllm.log",
+            log_path=runtime.folder / "vllm.log",
         )
         await asyncio.to_thread(server.start)
         return server
@@ -67,18 +67,18 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
     """Run until `stop`."""
     workdir: Path = args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
-    real = {}
-    if args.real_engine:
+    starter = None
+    if args.real_engine_pool:
         if args.model_dir is None:
-            raise SystemExit("--real-engine needs --model-dir (the tiny model folder)")
-        starter = _real_engine_starter(args.model_dir, workdir)
-        real = {name.split("/", 1)[-1]: starter for name in args.real_engine}
+            raise SystemExit("--real-engine-pool needs --model-dir (the tiny model folder)")
+        starter = _real_engine_starter(args.model_dir)
     sim = PodSimulator(
         args.kubeconfig,
         workdir / "pods",
         model_dir=args.model_dir,
         use_pod_identity=not args.admin_identity,
-        real_engines=real,
+        real_engine=starter,
+        real_engine_pools=args.real_engine_pool,
     )
     await sim.start()
     kube = await KubeClient.connect(str(args.kubeconfig))
@@ -133,7 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--model-dir", type=Path, default=None)
     parser.add_argument("--gateway-port", type=int, default=0)
-    parser.add_argument("--real-engine", action="append", default=[], metavar="NAMESPACE/POD")
+    parser.add_argument(
+        "--real-engine-pool",
+        action="append",
+        default=[],
+        metavar="POOL",
+        help="pods of pools with this name run the real vLLM CPU engine (repeatable)",
+    )
     parser.add_argument(
         "--admin-identity",
         action="store_true",
