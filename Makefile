@@ -49,8 +49,8 @@ tools:  ## build or reuse the Go tools (Kubernetes, etcd, kwok, helm) in the cac
 vllm-env:  ## build or reuse the vLLM CPU venv in the cache
 	hack/vllm-env.sh >/dev/null
 
-artifacts: vllm-env  ## build or reuse the tiny model and PEFT test adapters in the cache
-	$$(hack/vllm-env.sh --path)/bin/python hack/make_artifacts.py
+artifacts: venv vllm-env  ## build or reuse the tiny model and PEFT test adapters in the cache
+	$(PY) -c "from lorapack.testing.artifacts import artifacts_dir; print(artifacts_dir())"
 
 test-unit: venv  ## fast tiers only: unit and component tests
 	$(PY) -m pytest tests/unit tests/component $(PYTEST_ARGS)

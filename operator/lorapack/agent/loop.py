@@ -107,6 +107,8 @@ class _Track:
     message: str = ""
     attempts: int = 0
     retry_at: float = 0.0
+    download_ms: int | None = None
+    load_ms: int | None = None
 
 
 class Agent:
@@ -177,6 +179,8 @@ class Agent:
                     since=t.since,
                     message=t.message,
                     attempts=t.attempts,
+                    download_ms=t.download_ms,
+                    load_ms=t.load_ms,
                 )
                 for name, t in sorted(self._tracks.items())
             ],
@@ -278,9 +282,15 @@ class Agent:
     def _set(self, name: str, digest: str, state: PlacementState, message: str) -> _Track:
         track = self._tracks.get(name)
         if track is None or track.digest != digest or track.state != state:
-            attempts = track.attempts if track is not None and track.digest == digest else 0
+            same = track is not None and track.digest == digest
             track = _Track(
-                digest=digest, state=state, since=_now(), message=message, attempts=attempts
+                digest=digest,
+                state=state,
+                since=_now(),
+                message=message,
+                attempts=track.attempts if track is not None and same else 0,
+                download_ms=track.download_ms if track is not None and same else None,
+                load_ms=track.load_ms if track is not None and same else None,
             )
             self._tracks[name] = track
         else:
@@ -300,6 +310,7 @@ class Agent:
         self, entry: DesiredAdapter, desired: DesiredState, current_path: str | None
     ) -> None:
         name, digest = entry.served_name, entry.digest
+        started = time.monotonic()
         try:
             if not self._cache.is_verified(digest):
                 self._set(name, digest, "Downloading", f"fetching {len(entry.files)} file(s)")
@@ -312,8 +323,10 @@ class Agent:
         except LorapackError as err:
             self._fail(name, digest, f"{err.reason}: {err.message}")
             return
-        self._set(name, digest, "Loading", "")
+        download_ms = round((time.monotonic() - started) * 1000)
+        self._set(name, digest, "Loading", "").download_ms = download_ms
         await self._report()
+        loading = time.monotonic()
         try:
             if current_path is not None and current_path != str(path):
                 # A new version of a served name: routing already left this pod (the operator
@@ -338,7 +351,9 @@ class Agent:
                 f"engine lists {name} at {registered.get(name)!r}, not {path} after loading",
             )
             return
-        self._set(name, digest, "Loaded", "")
+        track = self._set(name, digest, "Loaded", "")
+        track.download_ms = download_ms
+        track.load_ms = round((time.monotonic() - loading) * 1000)
 
     async def _take_down(self, name: str, path: str) -> None:
         track = self._tracks.get(name)

@@ -126,6 +126,10 @@ class ObservedAdapter(WireModel):
     message: str = ""
     attempts: int = 0
     """Failed attempts since the last success."""
+    download_ms: int | None = None
+    """How long fetching and verifying the files took for this version (0: already cached)."""
+    load_ms: int | None = None
+    """How long the engine's load call (and the /v1/models check) took."""
 
 
 class ObservedState(WireModel):

@@ -141,6 +141,12 @@ def _verdict(
     if not facts.desired:
         return Verdict("progressing", c.PENDING_PLACEMENT, "waiting for a pod in the pool")
     states = {p.state for p in placements}
+    if states == {"Loaded"}:
+        return Verdict(
+            "progressing",
+            c.LOADING,
+            f"loaded on {len(placements)} pod(s); adding them to the adapter's Service",
+        )
     if "Downloading" in states:
         return Verdict("progressing", c.DOWNLOADING, f"downloading ({updated}/{spec_min} ready)")
     if "Loading" in states:

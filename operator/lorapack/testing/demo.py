@@ -14,11 +14,7 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,10 +22,9 @@ from typing import Any
 import httpx
 import yaml
 
-from lorapack.devcluster import DEFAULT_CRDS_DIR, DevCluster
+from lorapack.devcluster import DevCluster
 from lorapack.devcluster.tools import cache_root
-from lorapack.testing.artifacts import load_index
-from lorapack.testing.s3server import start_s3_server
+from lorapack.testing.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = ROOT / "examples" / "demo"
@@ -50,20 +45,6 @@ def state_dir() -> Path:
 
 def _say(text: str) -> None:
     print(text, flush=True)
-
-
-def _spawn(argv: list[str], log: Path, env: dict[str, str]) -> int:
-    """A detached process (own session: it outlives `make demo`); returns its pid."""
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            argv,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return process.pid
 
 
 def _alive(pid: int) -> bool:
@@ -110,66 +91,30 @@ def _adapter_line(obj: dict[str, Any]) -> str:
 
 def up(args: argparse.Namespace) -> int:
     run = state_dir()
-    state_file = run / "state.json"
-    if state_file.exists():
-        old = json.loads(state_file.read_text())
-        if any(_alive(p) for p in old.get("pids", {}).values()):
-            _say(f"The demo is already running. export KUBECONFIG={old['kubeconfig']}")
-            _say("Stop it with: make demo-down")
-            return 1
-    run.mkdir(parents=True, exist_ok=True)
+    recorded = Stack.attached_state(run)
+    if recorded is not None and any(_alive(p) for p in recorded.get("pids", {}).values()):
+        _say(f"The demo is already running. export KUBECONFIG={recorded['kubeconfig']}")
+        _say("Stop it with: make demo-down")
+        return 1
     started = time.monotonic()
-    _say("[1/6] Starting the local Kubernetes control plane with simulated GPU nodes ...")
-    cluster = DevCluster.start(workdir=run / "cluster", crds_dir=DEFAULT_CRDS_DIR, detach=True)
+    steps = iter(range(1, 5))
+    stack = Stack.start(
+        run,
+        detach=True,
+        log=lambda text: _say(f"[{next(steps, 4)}/6] {text[0].upper()}{text[1:]} ..."),
+    )
+    cluster = stack.cluster
     kubeconfig = cluster.kubeconfig
     nodes = cluster.get_json("nodes", "-l", "nvidia.com/gpu.product=NVIDIA-L20")["items"]
     _say(f"      {cluster.server}: {len(nodes)} nodes with an NVIDIA L20 each (and 2 x 8 H100)")
-    state: dict[str, Any] = {"kubeconfig": str(kubeconfig), "cluster": str(cluster.workdir)}
-    pids: dict[str, int] = {}
-    state["pids"] = pids
-    state_file.write_text(json.dumps(state))
-
-    _say("[2/6] Starting the S3 server and uploading the teams' PEFT adapters ...")
-    index = load_index()
-    s3 = start_s3_server(run / "s3")
-    assert s3._process is not None
-    pids["s3"] = s3._process.pid
-    state_file.write_text(json.dumps(state))
-    s3.create_bucket(BUCKET)
+    index = stack.artifacts
+    assert stack.s3 is not None
+    stack.s3.create_bucket(BUCKET)
     for prefix, name in UPLOADS.items():
-        s3.upload_folder(BUCKET, prefix, index.adapter(name).path)
+        stack.s3.upload_folder(BUCKET, prefix, index.adapter(name).path)
         _say(f"      s3://{BUCKET}/{prefix} <- PEFT adapter of rank {index.adapter(name).rank}")
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LORAPACK_", "AWS_"))}
-    env["PYTHONPATH"] = str(ROOT / "operator")
-    _say("[3/6] Starting the pod simulator (agent + vLLM engine double per pool pod) ...")
-    world_dir = run / "world"
-    world_dir.mkdir(exist_ok=True)
-    (world_dir / "world.json").unlink(missing_ok=True)
-    pids["world"] = _spawn(
-        [sys.executable, "-m", "lorapack.testing.world", "--kubeconfig", str(kubeconfig),
-         "--workdir", str(world_dir), "--model-dir", str(index.model.path)],
-        world_dir / "world.log",
-        env,
-    )  # fmt: skip
-    state_file.write_text(json.dumps(state))
-    deadline = time.monotonic() + 60
-    while not (world_dir / "world.json").exists():
-        if time.monotonic() > deadline or not _alive(pids["world"]):
-            _say(f"the pod simulator did not start; see {world_dir / 'world.log'}")
-            return 1
-        time.sleep(0.2)
-    world = json.loads((world_dir / "world.json").read_text())
-
-    _say("[4/6] Starting the lorapack operator ...")
-    pids["operator"] = _spawn(
-        [sys.executable, "-m", "lorapack.cli", "run", "--standalone"],
-        run / "operator.log",
-        {**env, "KUBECONFIG": str(kubeconfig), "LORAPACK_METRICS_PORT": "0",
-         "LORAPACK_AGENT_IMAGE": "ghcr.io/lorapack/lorapack:demo"},
-    )  # fmt: skip
-    state.update({"world": world, "s3": s3.endpoint})
-    state_file.write_text(json.dumps(state))
+    world = stack.world
+    s3 = stack.s3
 
     _say("[5/6] Applying examples/demo: one pool, three teams' adapters, one invalid adapter")
     docs = _documents(s3.endpoint)
@@ -272,33 +217,20 @@ def _report(cluster: DevCluster, items: list[dict[str, Any]], world: dict[str, A
         _say(f'POST http://{name}.{ns}.svc:8000/v1/chat/completions {{"model": "{served}"}}')
         if reply.status_code == 200:
             answer = reply.json()["choices"][0]["message"]["content"]
-            _say(f"  answered by pod {reply.headers.get('X-Lorapack-Endpoint', '?')}: {answer}")
+            ip = reply.headers.get("X-Lorapack-Endpoint", "?")
+            pod = next((p["metadata"]["name"] for p in pods if p["status"].get("podIP") == ip), ip)
+            _say(f"  answered by pod {pod} ({ip}): {answer}")
         else:
             _say(f"  HTTP {reply.status_code}: {reply.text[:300]}")
 
 
 def down(args: argparse.Namespace) -> int:
     del args
-    state_file = state_dir() / "state.json"
-    if not state_file.exists():
+    stopped = Stack.stop_recorded(state_dir())
+    if not stopped:
         _say("no demo recorded: nothing to stop")
-        return 0
-    state = json.loads(state_file.read_text())
-    for name, pid in state.get("pids", {}).items():
-        if _alive(pid):
-            os.killpg(pid, signal.SIGTERM)
-            for _ in range(100):
-                if not _alive(pid):
-                    break
-                time.sleep(0.1)
-            if _alive(pid):
-                os.killpg(pid, signal.SIGKILL)
-            _say(f"stopped {name} (pid {pid})")
-    cluster_dir = Path(state.get("cluster", state_dir() / "cluster"))
-    if (cluster_dir / "cluster.json").exists():
-        DevCluster.attach(cluster_dir).stop()
-        _say("stopped the control plane")
-    state_file.unlink()
+    for what in stopped:
+        _say(f"stopped {what}")
     return 0
 
 
