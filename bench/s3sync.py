@@ -45,14 +45,13 @@ CONFIG = b'{"r": 16, "lora_alpha": 32, "target_modules": ["q_proj", "k_proj", "v
 class Row:
     case: str
     baseline: str
-    base_s: float
-    sync_s: float
+    timing: Timing
     nbytes: int
     target: float | None
 
     @property
     def ratio(self) -> float:
-        return self.base_s / self.sync_s  # throughput ratio = inverse time ratio
+        return self.timing.ratio
 
     def ok(self) -> bool:
         return self.target is None or self.ratio >= self.target
@@ -107,19 +106,34 @@ def fresh(path: Path) -> Path:
     return path
 
 
-def median_pair(
+@dataclass(frozen=True)
+class Timing:
+    base_s: float
+    """Median baseline time."""
+    sync_s: float
+    """Median sync time."""
+    ratio: float
+    """Median over rounds of baseline time / sync time (= sync throughput / baseline
+    throughput): each round runs both back to back, so load from other work on the machine
+    hits both sides of one ratio alike."""
+
+
+def measure(
     repeats: int,
     baseline: Callable[[Path], float],
     sync: Callable[[Path], float],
     work: Path,
-) -> tuple[float, float]:
+) -> Timing:
     base_times, sync_times = [], []
     for _ in range(repeats):
         base_times.append(baseline(fresh(work / "base")))
         sync_times.append(sync(fresh(work / "sync")))
     fresh(work / "base")
     fresh(work / "sync")
-    return statistics.median(base_times), statistics.median(sync_times)
+    ratios = [b / s for b, s in zip(base_times, sync_times, strict=True)]
+    return Timing(
+        statistics.median(base_times), statistics.median(sync_times), statistics.median(ratios)
+    )
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -177,12 +191,12 @@ def large_case(server: S3Server, bucket: str, work: Path, mb: int, repeats: int)
 
     nbytes = sum(o.size for o in objects)
     plain = adapter_for(objects, bucket, "large/")
-    base_s, sync_s = median_pair(repeats, baseline, sync_with(plain), work)
-    main = Row(f"{mb} MB adapter", "s3transfer", base_s, sync_s, nbytes, 0.9)
+    timing = measure(repeats, baseline, sync_with(plain), work)
+    main = Row(f"{mb} MB adapter", "s3transfer", timing, nbytes, 0.9)
     blobs = {o.key: files[o.key.split("/")[-1]] for o in objects}
     digests = adapter_for(objects, bucket, "large/", blobs)
-    base_s, sync_s = median_pair(repeats, baseline, sync_with(digests), work)
-    info = Row(f"{mb} MB adapter + sha256", "s3transfer", base_s, sync_s, nbytes, None)
+    timing = measure(repeats, baseline, sync_with(digests), work)
+    info = Row(f"{mb} MB adapter + sha256", "s3transfer", timing, nbytes, None)
     return main, info
 
 
@@ -221,13 +235,12 @@ def small_case(
         finally:
             client.close()
 
-    base_s, sync_s = median_pair(repeats, baseline, sync, work)
+    timing = measure(repeats, baseline, sync, work)
     nbytes = sum(o.size for o in objects_all)
     return Row(
         f"{count} small adapters ({kib} KiB)",
         "boto3 download_file loop",
-        base_s,
-        sync_s,
+        timing,
         nbytes,
         3.0,
     )
@@ -238,8 +251,9 @@ def print_table(rows: list[Row]) -> None:
     print(head + f"{'target':>7}  ok")
     for r in rows:
         mbps = r.nbytes / 1e6
-        base = f"{r.base_s:6.2f}s {mbps / r.base_s:5.0f}MB/s"
-        sync = f"{r.sync_s:6.2f}s {mbps / r.sync_s:5.0f}MB/s"
+        t = r.timing
+        base = f"{t.base_s:6.2f}s {mbps / t.base_s:5.0f}MB/s"
+        sync = f"{t.sync_s:6.2f}s {mbps / t.sync_s:5.0f}MB/s"
         target = f">={r.target:.1f}x" if r.target else "info"
         verdict = "yes" if r.ok() else "NO"
         if r.target is None:

@@ -106,7 +106,7 @@ class AgentConfig(_EnvModel):
     drain_timeout_seconds: float = Field(default=30.0, ge=0)
     """Most time to wait for an adapter's in-flight requests before unloading it
     (LORAPACK_DRAIN_TIMEOUT_SECONDS)."""
-    max_parallel: int = Field(default=4, ge=1, le=64)
+    max_parallel: int = Field(default=8, ge=1, le=64)
     """Adapters downloaded and loaded at once (LORAPACK_MAX_PARALLEL)."""
     metrics_port: int = Field(default=0, ge=0, le=65535)
     """Prometheus /metrics port of the agent; 0 disables (LORAPACK_METRICS_PORT)."""

@@ -135,6 +135,8 @@ async def test_loads_what_is_desired_and_reports_only_verified_state(world: dict
     assert reports.last.loaded() == {"a": d["a"], "b": d["b"]}
     registered = await world["engine"].adapters()
     assert set(registered) == {"a", "b"}
+    timed = {a.served_name: a for a in reports.last.adapters}
+    assert timed["a"].download_ms is not None and timed["a"].load_ms is not None
     assert registered["a"].endswith(d["a"].replace(":", "-"))
 
 
@@ -160,7 +162,8 @@ async def test_unloads_what_is_no_longer_desired_and_collects_garbage(
     agent.set_desired(desired(2, entry("a", d["a"])))
     await until(lambda: reports.synced and reports.last.revision == 2)
     assert set(await world["engine"].adapters()) == {"a"}
-    assert not cache.is_verified(d["b"])  # GC removed the version nobody wants
+    await until(lambda: not cache.is_verified(d["b"]))  # GC removes the version nobody wants
+    assert cache.is_verified(d["a"])
 
 
 async def test_engine_restart_reloads_from_cache_without_downloading(world: dict[str, Any]) -> None:

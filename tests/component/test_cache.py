@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -83,6 +83,16 @@ def make_adapter(
         files=specs,
         access="presigned",
     )
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    """Wait (briefly yielding) until `condition` holds; ensure() hops through threads, so the
+    test cannot know how many loop turns that takes on a loaded machine."""
+    for _ in range(5000):
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError(f"timed out waiting until {what}")
 
 
 def adapter_files(weights: bytes = b"W" * 1000) -> dict[str, bytes]:
@@ -349,7 +359,8 @@ async def test_concurrent_ensure_of_one_digest_downloads_once(
     tasks = [
         asyncio.create_task(cache.ensure(adapter, s3=None, allow_pickle=False)) for _ in range(5)
     ]
-    await asyncio.sleep(0.05)
+    await until(lambda: len(store.calls) == 1, "the first download started")
+    await asyncio.sleep(0.01)  # the other four had every chance to start their own
     store.gate.set()
     paths = await asyncio.gather(*tasks)
     assert len(set(paths)) == 1
@@ -363,7 +374,8 @@ async def test_waiters_share_the_owner_failure(cache: AdapterCache, store: FakeS
     tasks = [
         asyncio.create_task(cache.ensure(adapter, s3=None, allow_pickle=False)) for _ in range(3)
     ]
-    await asyncio.sleep(0.05)
+    await until(lambda: len(store.calls) == 1, "the first download started")
+    await asyncio.sleep(0.01)
     store.gate.set()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert all(isinstance(r, StorageUnavailable) for r in results)
@@ -376,11 +388,11 @@ async def test_a_waiter_takes_over_when_the_owner_is_cancelled(
     adapter = make_adapter(store, adapter_files())
     store.gate = asyncio.Event()
     owner = asyncio.create_task(cache.ensure(adapter, s3=None, allow_pickle=False))
-    await asyncio.sleep(0.02)
+    await until(lambda: len(store.calls) == 1, "the owner's download started")
     waiter = asyncio.create_task(cache.ensure(adapter, s3=None, allow_pickle=False))
-    await asyncio.sleep(0.02)
+    await asyncio.sleep(0.01)  # the waiter is now waiting on the owner
     owner.cancel()
-    await asyncio.sleep(0.02)
+    await until(lambda: len(store.calls) == 2, "the waiter's own download started")
     store.gate.set()
     path = await waiter
     assert owner.cancelled()
@@ -423,7 +435,7 @@ async def test_quota_counts_downloads_in_flight(tmp_path: Path, store: FakeStore
     running = [
         asyncio.create_task(cache.ensure(a, s3=None, allow_pickle=False)) for a in (one, two)
     ]
-    await asyncio.sleep(0.02)
+    await until(lambda: len(store.calls) == 2, "both downloads started")
     with pytest.raises(CapacityExceeded, match="promised to downloads in flight"):
         await cache.ensure(three, s3=None, allow_pickle=False)
     store.gate.set()
@@ -467,7 +479,7 @@ async def test_remove_unused_spares_downloads_in_flight(
     adapter = make_adapter(store, adapter_files())
     store.gate = asyncio.Event()
     task = asyncio.create_task(cache.ensure(adapter, s3=None, allow_pickle=False))
-    await asyncio.sleep(0.02)
+    await until(lambda: len(store.calls) == 1, "the download started")
     assert leftovers(cache.root)  # the download's temporary folder exists ...
     assert cache.remove_unused(keep=set()) == []
     assert leftovers(cache.root)  # ... and survives GC

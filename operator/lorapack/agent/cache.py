@@ -201,8 +201,6 @@ class AdapterCache:
                 if digest not in keep and digest not in self._inflight:
                     _remove_tree(entry)
                     removed.append(digest)
-        if removed:
-            _fsync_dir(self.root)
         self._disk_bytes = sum(
             _tree_size(e) for e in self._entries() if e.name not in self._tmp_owned
         )
@@ -532,12 +530,18 @@ def _verified_or_prepare(
 
 
 def _seal(planned: Iterable[_Planned], tmp: Path, digest: str) -> int:
-    """Write the manifest, make everything read-only and durable; returns the bytes sealed."""
+    """Make the files durable and read-only and write the manifest; returns the bytes sealed.
+
+    Crash safety needs one order only: file data and the folder's entries on disk before the
+    rename can be. The syncs are kept to that (each forces a journal commit, and with hundreds
+    of adapters syncing at once extra ones stalled the downloads' own file creation):
+    * the manifest is not synced: torn or missing after a crash, it makes the folder "not
+      verified", which means a download again, never a broken adapter served;
+    * the rename is not synced: lost in a crash, it also only means a download again.
+    """
     files = {str(p.rel): p.spec.size for p in planned}
-    manifest = {"digest": digest, "files": files, "verifiedAt": time.time()}
-    written = (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, sort_keys=True))
     folders: set[Path] = {tmp}
-    for name in [*files, MANIFEST_NAME]:
+    for name in files:
         path = tmp / name
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -546,6 +550,9 @@ def _seal(planned: Iterable[_Planned], tmp: Path, digest: str) -> int:
             os.close(fd)
         path.chmod(_RO_FILE)
         folders.update(path.parents)
+    manifest = {"digest": digest, "files": files, "verifiedAt": time.time()}
+    written = (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, sort_keys=True))
+    (tmp / MANIFEST_NAME).chmod(_RO_FILE)
     for folder in sorted((f for f in folders if f.is_relative_to(tmp)), reverse=True):
         _fsync_dir(folder)
         folder.chmod(_RO_DIR)
@@ -559,14 +566,13 @@ def _seal_and_publish(planned: Iterable[_Planned], tmp: Path, folder: Path, dige
 
 
 def _publish(tmp: Path, folder: Path) -> None:
-    """Rename tmp to its final name. A folder already there (a previous, broken copy: a
-    complete one would have been found by is_verified) is moved aside first."""
+    """Rename tmp to its final name (atomic). A folder already there (a previous, broken copy:
+    a complete one would have been found by is_verified) is moved aside first."""
     if folder.exists():
         aside = folder.with_name(f"{_TMP_PREFIX}broken-{secrets.token_hex(4)}")
         folder.rename(aside)
         _remove_tree(aside)
     tmp.rename(folder)
-    _fsync_dir(folder.parent)
 
 
 def _read_manifest(folder: Path) -> dict[str, int] | None:

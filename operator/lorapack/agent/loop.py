@@ -145,6 +145,9 @@ class Agent:
         self._believed: dict[str, str] = {}  # name -> path we saw registered last pass
         self._last_report: tuple[ObservedState, bool, str] | None = None
         self._last_report_at = 0.0
+        self._flush: asyncio.TimerHandle | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._report_lock = asyncio.Lock()
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -261,7 +264,11 @@ class Agent:
         self._believed = {n: p for n, p in registered.items() if n in wanted}
         keep = {a.digest for a in desired.adapters}
         keep |= {d for p in registered.values() if (d := digest_of_path(p)) is not None}
-        keep |= {t.digest for n, t in self._tracks.items() if n in self._tasks}
+        keep |= {
+            t.digest
+            for n, t in self._tracks.items()
+            if n in self._tasks and not self._tasks[n].done()
+        }
         removed = self._cache.remove_unused(keep)
         if removed:
             log.info("Removed unused adapter versions from the cache: %s", ", ".join(removed))
@@ -314,7 +321,7 @@ class Agent:
         try:
             if not self._cache.is_verified(digest):
                 self._set(name, digest, "Downloading", f"fetching {len(entry.files)} file(s)")
-                await self._report()
+                self._report_soon()
             s3 = self._s3_factory(entry.s3) if entry.access == "pool" and entry.s3 else None
             path = await self._cache.ensure(entry, s3=s3, allow_pickle=desired.allow_pickle)
         except RetryableError as err:
@@ -325,7 +332,7 @@ class Agent:
             return
         download_ms = round((time.monotonic() - started) * 1000)
         self._set(name, digest, "Loading", "").download_ms = download_ms
-        await self._report()
+        self._report_soon()
         loading = time.monotonic()
         try:
             if current_path is not None and current_path != str(path):
@@ -359,7 +366,7 @@ class Agent:
         track = self._tracks.get(name)
         digest = track.digest if track is not None else (digest_of_path(path) or "")
         self._set(name, digest, "Unloading", "draining in-flight requests")
-        await self._report()
+        self._report_soon()
         try:
             drained = await self._engine.drain(name, timeout=self._drain_timeout)
             if not drained:
@@ -374,6 +381,19 @@ class Agent:
             return
         self._tracks.pop(name, None)
 
+    def _report_soon(self, delay: float = 0.05) -> None:
+        """Report progress shortly, coalescing the transitions of many adapters at once into
+        one Pod patch (a burst of 100 adapters must not cost 300 patches)."""
+        if self._flush is None:
+            loop = asyncio.get_running_loop()
+            self._flush = loop.call_later(delay, self._flush_report)
+
+    def _flush_report(self) -> None:
+        self._flush = None
+        task = asyncio.ensure_future(self._report())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     def _synced(self) -> bool:
         desired = self._desired
         if desired is None or not self._healthy:
@@ -387,20 +407,24 @@ class Agent:
         return not any(t.state == "Unloading" for t in self._tracks.values())
 
     async def _report(self, message: str = "") -> None:
-        state = self.observed
-        synced = self._synced()
-        text = message or ("all assigned adapters processed" if synced else "syncing adapters")
-        key = (state.model_copy(update={"updated_at": ""}), synced, text)
-        heartbeat_due = time.monotonic() - self._last_report_at >= self._resync
-        if self._last_report == key and not heartbeat_due:
-            return
-        try:
-            await self._reporter.report(state, synced, text)
-        except LorapackError as err:
-            log.warning("Reporting to the Pod failed: %s", err.message)
-            return
-        self._last_report = key
-        self._last_report_at = time.monotonic()
+        # One report at a time, computed under the lock: two overlapping patches could land in
+        # the wrong order and leave an older state on the Pod while we believe the newer one
+        # is there (then nothing would correct it until the next heartbeat).
+        async with self._report_lock:
+            state = self.observed
+            synced = self._synced()
+            text = message or ("all assigned adapters processed" if synced else "syncing adapters")
+            key = (state.model_copy(update={"updated_at": ""}), synced, text)
+            heartbeat_due = time.monotonic() - self._last_report_at >= self._resync
+            if self._last_report == key and not heartbeat_due:
+                return
+            try:
+                await self._reporter.report(state, synced, text)
+            except LorapackError as err:
+                log.warning("Reporting to the Pod failed: %s", err.message)
+                return
+            self._last_report = key
+            self._last_report_at = time.monotonic()
 
     def states(self) -> Mapping[str, PlacementState]:
         """served name -> state (for tests and metrics)."""

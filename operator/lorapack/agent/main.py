@@ -7,6 +7,7 @@ model's weights from S3 before vLLM starts.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -76,6 +77,11 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    loop.set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(8, 2 * config.max_parallel), thread_name_prefix="agent-io"
+        )
+    )
     kube = await KubeClient.connect(config.kubeconfig)
     engine = EngineClient(config.engine_url, api_key=config.engine_api_key)
     cache = AdapterCache(Path(config.cache_dir))

@@ -24,7 +24,7 @@ from lorapack.api.meta import format_validation_error
 from lorapack.clients import kube as k
 from lorapack.errors import LorapackError, RetryableError
 from lorapack.handlers import metrics
-from lorapack.handlers.adapters_io import KubeWriter, S3Access
+from lorapack.handlers.adapters_io import KubeWriter
 from lorapack.handlers.pools import Index, _values
 from lorapack.handlers.runtime import Runtime
 from lorapack.manifests.routing import adapter_service, endpoint_url
@@ -82,6 +82,7 @@ async def adapter_pass(
     except ValidationError as err:
         await _write_invalid(rt, body, format_validation_error(err))
         return
+    rt.served_names[key] = adapter.served_name
     base = adapter.spec.base_model
     pools = list(_values(lorapack_pools, base))
     # Admission refusals need the pools of every base model (to say which exist).
@@ -90,7 +91,7 @@ async def adapter_pass(
     previous_artifact = adapter.status.artifact if adapter.status else None
     pools_seen = rt.pools_version
     if _needs_validation(rt, key, adapter, pools_seen):
-        result = await validate_adapter(adapter, pools or all_pools, others, S3Access(rt.kube))
+        result = await validate_adapter(adapter, pools or all_pools, others, rt.s3)
         old = rt.validations.get(key)
         rt.validations[key] = result
         rt.validated_at[key] = time.monotonic()

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 @kopf.index(labels.GROUP, labels.VERSION, labels.POOL_PLURAL)
-def lorapack_pools(body: kopf.Body, **_: Any) -> dict[str, BaseModelPool]:
+async def lorapack_pools(body: kopf.Body, **_: Any) -> dict[str, BaseModelPool]:
     """base model name -> pools (only pools whose spec validates)."""
     try:
         pool = BaseModelPool.model_validate(dict(body))
@@ -36,7 +36,7 @@ def lorapack_pools(body: kopf.Body, **_: Any) -> dict[str, BaseModelPool]:
 
 
 @kopf.index(labels.GROUP, labels.VERSION, labels.ADAPTER_PLURAL)
-def lorapack_adapters(body: kopf.Body, **_: Any) -> dict[str, LoraAdapter]:
+async def lorapack_adapters(body: kopf.Body, **_: Any) -> dict[str, LoraAdapter]:
     """base model name -> adapters (only adapters whose spec validates)."""
     try:
         adapter = LoraAdapter.model_validate(dict(body))
@@ -46,24 +46,58 @@ def lorapack_adapters(body: kopf.Body, **_: Any) -> dict[str, LoraAdapter]:
 
 
 @kopf.index("pods", labels={labels.POOL_LABEL: kopf.PRESENT})
-def lorapack_pods(
-    body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any
+async def lorapack_pods(
+    body: kopf.Body, namespace: str | None, **_: Any
 ) -> dict[str, PodObservation]:
-    """pool key -> its pods. A changed pod also wakes its pool's loop and the status loops of
-    the adapters placed there (the index is updated before they run, so they see it)."""
+    """pool key -> its pods."""
     pod = observe_pod(body)
     if pod is None:
         return {}
+    return {f"{namespace}/{pod.pool}": pod}
+
+
+# Wake-ups live in event handlers, not in the indexers: kopf updates every index before it
+# invokes the handlers of the same event, so the loops woken here always read the new object.
+
+
+@kopf.on.event("pods", labels={labels.POOL_LABEL: kopf.PRESENT})
+async def pool_pod_changed(
+    body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    """Wake the pod's pool loop, and the status loops of adapters whose entry changed."""
+    runtime: Runtime | None = getattr(memo, "runtime", None)
+    pod = observe_pod(body)
+    if runtime is None or pod is None:
+        return
     key = f"{namespace}/{pod.pool}"
+    runtime.wake_pools([key])
+    report: dict[str, tuple[str, str, str]] = {
+        a.served_name: (a.digest, str(a.state), a.message)
+        for a in (pod.observed.adapters if pod.observed else ())
+    }
+    before = runtime.pod_reports.get(pod.uid, {})
+    runtime.pod_reports[pod.uid] = report
+    changed = {n for n in set(report) | set(before) if report.get(n) != before.get(n)}
+    if changed:
+        runtime.wake_adapters(
+            [
+                a
+                for a, p in runtime.placements.items()
+                if p.pool == key and runtime.served_names.get(a) in changed
+            ]
+        )
+
+
+@kopf.on.event(labels.GROUP, labels.VERSION, labels.ADAPTER_PLURAL)
+async def adapter_changed(memo: kopf.Memo, **_: Any) -> None:
+    """A new or changed adapter (e.g. a validated artifact): the pool loops re-plan."""
     runtime: Runtime | None = getattr(memo, "runtime", None)
     if runtime is not None:
-        runtime.wake_pools([key])
-        runtime.wake_adapters([a for a, p in runtime.placements.items() if p.pool == key])
-    return {key: pod}
+        runtime.wake_pools()
 
 
 @kopf.index("secrets", labels={labels.ROLE_LABEL: labels.ROLE_DESIRED})
-def lorapack_desired(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, Any]:
+async def lorapack_desired(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, Any]:
     """pool key -> (ordinal, DesiredState) of each pod's published desired state."""
     pool = (body.get("metadata", {}).get("labels") or {}).get(labels.POOL_LABEL)
     state = desired_from_secret(dict(body), labels.DESIRED_KEY)
@@ -81,7 +115,9 @@ def lorapack_desired(body: kopf.Body, namespace: str | None, **_: Any) -> dict[s
     "endpointslices",
     labels={labels.ENDPOINTSLICE_MANAGED_BY_LABEL: labels.ENDPOINTSLICE_MANAGER},
 )
-def lorapack_slices(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[str, Any]:
+async def lorapack_slices(
+    body: kopf.Body, namespace: str | None, name: str, **_: Any
+) -> dict[str, Any]:
     """pool key -> ("namespace/name", endpoints) of the EndpointSlices that pool writes."""
     meta_labels = body.get("metadata", {}).get("labels") or {}
     pool = meta_labels.get(labels.POOL_LABEL)

@@ -24,7 +24,7 @@ from lorapack.api.meta import format_validation_error
 from lorapack.api.podstate import DesiredState
 from lorapack.errors import LorapackError, RetryableError
 from lorapack.handlers import metrics
-from lorapack.handlers.adapters_io import KubeWriter, S3Access
+from lorapack.handlers.adapters_io import KubeWriter
 from lorapack.handlers.runtime import Runtime
 from lorapack.planning.admission import pool_key
 from lorapack.planning.pods import PodObservation
@@ -134,14 +134,13 @@ async def run_pass(pool_body: kopf.Body, rt: Runtime, **indexes: Index) -> float
         await _write_invalid(rt, pool_body, format_validation_error(err))
         return rt.config.resync_seconds
     world = gather_world(pool, rt, **indexes)
-    access = S3Access(rt.kube)
     settings = PoolSettings(
         agent_image=rt.config.agent_image,
         presign_ttl_seconds=rt.config.presign_ttl_seconds,
         pod_lost_seconds=rt.config.pod_lost_seconds,
     )
     writer = KubeWriter(rt.kube)
-    outcome = await reconcile_pool(world, writer, access, settings)
+    outcome = await reconcile_pool(world, writer, rt.s3, settings)
     rt.statefulset_replicas[key] = outcome.desired_replicas
     if outcome.owned_applied:
         rt.owned_generation[key] = pool.metadata.generation

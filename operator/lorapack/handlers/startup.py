@@ -7,6 +7,8 @@ wakers, caches) into the operator-wide memo.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 from typing import Any
 
@@ -16,9 +18,27 @@ from lorapack import labels
 from lorapack.clients.kube import KubeClient
 from lorapack.config import OperatorConfig
 from lorapack.handlers import metrics
+from lorapack.handlers.adapters_io import S3Access
 from lorapack.handlers.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+# Event handlers that only wake loops run for every pod and adapter event; kopf logs each
+# success at INFO, which would drown the useful lines.
+_QUIET_HANDLERS = ("'pool_pod_changed'", "'adapter_changed'")
+
+
+class _QuietWakeups(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (
+            record.levelno <= logging.INFO
+            and "succeeded" in message
+            and any(name in message for name in _QUIET_HANDLERS)
+        )
+
+
+logging.getLogger("kopf.objects").addFilter(_QuietWakeups())
 
 
 @kopf.on.startup()
@@ -35,7 +55,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.client_timeout = 300
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
-    memo.runtime = Runtime(config=config, kube=await KubeClient.connect())
+    # boto3 calls run in threads (asyncio.to_thread): a pool sized for I/O, not for cores, so
+    # a burst of new adapters is validated in parallel.
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="lorapack-io")
+    )
+    kube = await KubeClient.connect()
+    memo.runtime = Runtime(
+        config=config, kube=kube, loop=asyncio.get_running_loop(), s3=S3Access(kube)
+    )
     if config.metrics_port:
         metrics.serve(config.metrics_port, config.metrics_host)
     log.info(

@@ -95,6 +95,7 @@ class FaultProxy:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
         self._port = 0
 
     # -- control, from any thread -------------------------------------------------------------
@@ -153,8 +154,7 @@ class FaultProxy:
             try:
                 loop.run_forever()
             finally:
-                self._server.close()
-                loop.run_until_complete(self._server.wait_closed())
+                loop.run_until_complete(self._shutdown())
                 loop.close()
 
         self._thread = threading.Thread(target=run, name="s3-fault-proxy", daemon=True)
@@ -165,9 +165,11 @@ class FaultProxy:
         return self
 
     def stop(self) -> None:
+        """Stop accepting, end open connections (clients keep idle keep-alive ones), join."""
         if self._loop is not None and self._thread is not None:
             loop = self._loop
-            loop.call_soon_threadsafe(loop.stop)
+            with contextlib.suppress(RuntimeError):  # already closed
+                loop.call_soon_threadsafe(loop.stop)
             self._thread.join(10)
         self._loop = None
         self._thread = None
@@ -193,20 +195,30 @@ class FaultProxy:
         with self._lock:
             self._log.append(ProxiedRequest(method, target, what))
 
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        handlers = [t for t in self._handlers if not t.done()]
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+        await asyncio.sleep(0)  # let the closed transports finish closing
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
         try:
             head = await reader.readuntil(b"\r\n\r\n")
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-            writer.close()
-            return
-        try:
             await self._serve(head, reader, writer)
-        except ConnectionError:
-            pass
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass  # the client went away
         finally:
+            if task is not None:
+                self._handlers.discard(task)
             writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
 
     async def _serve(
         self, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
