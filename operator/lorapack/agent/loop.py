@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
@@ -253,11 +254,17 @@ class Agent:
                 and time.monotonic() < track.retry_at
             ):
                 continue
-            self._start(name, self._bring_up(entry, desired, registered.get(name)))
+            if track is not None and track.state == "Loaded":
+                # The engine no longer lists it at this path (restart, or someone unloaded it):
+                # never report it as loaded while it is not.
+                self._set(name, track.digest, "Loading", "re-loading: the engine lost it")
+            self._start(
+                name, functools.partial(self._bring_up, entry, desired, registered.get(name))
+            )
         for name in sorted(set(registered) - set(wanted)):
             if name in self._tasks and not self._tasks[name].done():
                 continue
-            self._start(name, self._take_down(name, registered[name]))
+            self._start(name, functools.partial(self._take_down, name, registered[name]))
         for name in list(self._tracks):
             if name not in wanted and name not in registered and name not in self._tasks:
                 del self._tracks[name]
@@ -276,11 +283,14 @@ class Agent:
         if self._on_pass is not None:
             await self._on_pass()
 
-    def _start(self, name: str, work: Awaitable[None]) -> None:
+    def _start(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
+        """Run `work()` as the task of `name`, at most max_parallel at once (the coroutine is
+        created only once a slot is free, so a cancelled waiter leaves nothing un-awaited)."""
+
         async def runner() -> None:
             try:
                 async with self._limit:
-                    await work
+                    await work()
             finally:
                 self._wake.set()
 
