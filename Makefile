@@ -56,7 +56,7 @@ test-unit: venv  ## fast tiers only: unit and component tests
 	$(PY) -m pytest tests/unit tests/component $(PYTEST_ARGS)
 
 test: verify lint typecheck tools artifacts  ## everything CI runs: checks, unit, component, integration, contract
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	LORAPACK_REQUIRE_CLUSTER=1 $(PY) -m pytest tests $(PYTEST_ARGS)
 
 test-integration: venv tools artifacts  ## the integration tier (real control plane, S3 server, engines)
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)

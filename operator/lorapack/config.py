@@ -108,8 +108,6 @@ class AgentConfig(_EnvModel):
     (LORAPACK_DRAIN_TIMEOUT_SECONDS)."""
     max_parallel: int = Field(default=8, ge=1, le=64)
     """Adapters downloaded and loaded at once (LORAPACK_MAX_PARALLEL)."""
-    metrics_port: int = Field(default=0, ge=0, le=65535)
-    """Prometheus /metrics port of the agent; 0 disables (LORAPACK_METRICS_PORT)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AgentConfig:
