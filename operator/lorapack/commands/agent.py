@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 from pathlib import Path
+
+from lorapack.logfmt import configure_logging
 
 HELP = "run the in-pod agent sidecar (or fetch the base model with --fetch-model)"
 
@@ -24,12 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="download the base model from S3 into DIR and exit (the pods' init container)",
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    parser.add_argument(
+        "--log-format", default="text", choices=["text", "json"], help="json: one object per line"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level, args.log_format)
     from lorapack.agent.main import fetch_model, run_agent
     from lorapack.config import AgentConfig
 

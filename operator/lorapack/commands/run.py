@@ -8,7 +8,8 @@ places adapters, and reports status. With two replicas, kopf peering keeps exact
 from __future__ import annotations
 
 import argparse
-import logging
+
+from lorapack.logfmt import configure_logging
 
 HELP = "run the operator (kopf)"
 
@@ -28,12 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="liveness endpoint URL, e.g. http://0.0.0.0:8081/healthz",
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    parser.add_argument(
+        "--log-format", default="text", choices=["text", "json"], help="json: one object per line"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level, args.log_format)
     from lorapack.handlers.runner import run_operator
 
     run_operator(
