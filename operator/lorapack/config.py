@@ -51,8 +51,8 @@ class OperatorConfig(_EnvModel):
     """How long agents wait for in-flight requests before unloading
     (LORAPACK_DRAIN_TIMEOUT_SECONDS)."""
     delete_timeout_seconds: float = Field(default=120.0, ge=1)
-    """How long adapter deletion waits for pods to confirm the unload before giving up with a
-    Stalled condition (LORAPACK_DELETE_TIMEOUT_SECONDS)."""
+    """How long adapter deletion waits for pods to confirm the unload before letting the object
+    go with a Warning Event UnloadTimedOut (LORAPACK_DELETE_TIMEOUT_SECONDS)."""
     revalidate_seconds: float = Field(default=600.0, ge=5)
     """How often an adapter's S3 files are re-read to notice new versions
     (LORAPACK_REVALIDATE_SECONDS)."""

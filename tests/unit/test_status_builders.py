@@ -127,8 +127,8 @@ CASES = [
             "serving": ["llama3-8b-0"],
             "reports": [observed(("chat", D1, "Loaded")), observed(("chat", D1, "Loading"))],
         },
-        ("False", c.LOADING),
-        ("True", c.LOADING),
+        ("False", c.PARTIALLY_LOADED),
+        ("True", c.PARTIALLY_LOADED),
         ("False", c.AS_EXPECTED),
     ),
 ]
@@ -268,3 +268,33 @@ def test_pool_scaling_is_progressing() -> None:
         NOW,
     )
     assert conditions_of(status)[c.RECONCILING] == ("True", c.SCALING)
+
+
+def test_transient_storage_trouble_is_visible_not_silent() -> None:
+    status = compute_adapter_status(
+        adapter(),
+        facts(
+            validated=False,
+            artifact=None,
+            waiting=Issue(c.STORAGE_UNAVAILABLE, "S3 down (retrying)"),
+        ),
+        NOW,
+    )
+    got = conditions_of(status)
+    assert got[c.RECONCILING] == ("True", c.STORAGE_UNAVAILABLE)
+    assert got[c.STALLED] == ("False", c.AS_EXPECTED)
+
+
+def test_unplaceable_because_the_pool_cannot_schedule_says_so() -> None:
+    pod = observe_pod(
+        make_pod(unschedulable="0/6 nodes are available: 6 Insufficient nvidia.com/gpu.")
+    )
+    assert pod is not None
+    status = compute_adapter_status(
+        adapter(),
+        facts(unplaceable=Issue(c.POOL_AT_MAX_REPLICAS, "pool full"), pods={pod.name: pod}),
+        NOW,
+    )
+    stalled = next(x for x in status.conditions if x.type == c.STALLED)
+    assert (stalled.status, stalled.reason) == ("True", c.UNSCHEDULABLE)
+    assert "Insufficient nvidia.com/gpu;" in stalled.message

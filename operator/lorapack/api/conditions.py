@@ -48,7 +48,6 @@ STORAGE_UNAVAILABLE: Final = "StorageUnavailable"
 SERVED_NAME_CONFLICT: Final = "ServedNameConflict"
 SERVICE_NAME_CONFLICT: Final = "ServiceNameConflict"
 POOL_AT_MAX_REPLICAS: Final = "PoolAtMaxReplicas"
-UNPLACEABLE: Final = "Unplaceable"
 LOAD_FAILED: Final = "LoadFailed"
 UNLOAD_TIMEOUT: Final = "UnloadTimedOut"
 

@@ -173,7 +173,7 @@ class LoraAdapterSpec(ApiModel):
     files that do not match."""
     served_name: Annotated[str, Field(pattern=SERVED_NAME_PATTERN)] | None = None
     """Name clients put in the request's "model" field; unset means metadata.name. Unique per
-    pool."""
+    base model (the adapter created first keeps a contested name)."""
     rank: Annotated[int, Field(ge=1, le=512)] | None = None
     """Declared LoRA rank; when set, the adapter_config.json's r must match."""
     replicas: AdapterReplicas = Field(

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from lorapack import labels
 from lorapack.api import conditions as c
-from lorapack.api.loraadapter import LoraAdapter, LoraAdapterStatus
+from lorapack.api.loraadapter import ArtifactStatus, LoraAdapter, LoraAdapterStatus
 from lorapack.api.meta import format_validation_error
 from lorapack.clients import kube as k
 from lorapack.errors import LorapackError, RetryableError
@@ -29,9 +29,9 @@ from lorapack.handlers.pools import Index, _values
 from lorapack.handlers.runtime import Runtime
 from lorapack.manifests.routing import adapter_service, endpoint_url
 from lorapack.planning.admission import candidate_pools, pool_key
-from lorapack.reconcilers.adapter import validate_adapter
+from lorapack.reconcilers.adapter import ValidationResult, validate_adapter
 from lorapack.status.adapter import AdapterFacts, Issue, compute_adapter_status
-from lorapack.status.conditions import now_rfc3339
+from lorapack.status.conditions import Verdict, kstatus_conditions, now_rfc3339
 
 
 def _key(namespace: str, name: str) -> str:
@@ -90,19 +90,17 @@ async def adapter_pass(
     others = list(_values(lorapack_adapters, base))
     previous_artifact = adapter.status.artifact if adapter.status else None
     pools_seen = rt.pools_version
+    waiting: RetryableError | None = None
     if _needs_validation(rt, key, adapter, pools_seen):
-        result = await validate_adapter(adapter, pools or all_pools, others, rt.s3)
-        old = rt.validations.get(key)
-        rt.validations[key] = result
-        rt.validated_at[key] = time.monotonic()
-        rt.validated_at[f"{key}#pools"] = pools_seen
-        metrics.VALIDATIONS.labels(result.problems[0].reason if result.problems else "valid").inc()
-        if result.problems and (old is None or old.problems != result.problems):
-            first = result.problems[0]
-            kopf.warn(body, reason=first.reason, message=first.message)
-        new_digest = result.artifact.digest if result.artifact else None
-        if new_digest and (previous_artifact is None or previous_artifact.digest != new_digest):
-            kopf.info(body, reason="Validated", message=f"adapter files validated ({new_digest})")
+        try:
+            result = await validate_adapter(adapter, pools or all_pools, others, rt.s3)
+        except RetryableError as err:
+            # Say so in the status (and retry after it is written) instead of leaving none.
+            waiting = err
+            result = rt.validations.get(key) or ValidationResult(-1, None, ())
+            rt.validations[key] = result
+        else:
+            await _record_validation(rt, body, key, result, previous_artifact, pools_seen)
     result = rt.validations[key]
     artifact = result.artifact or previous_artifact
     problems = list(result.problems)
@@ -125,6 +123,7 @@ async def adapter_pass(
         pods=pods,
         serving=list(placement.serving) if placement else [],
         endpoint=endpoint_url(adapter, rt.config.service_port),
+        waiting=Issue(waiting.reason, f"{waiting.message} (retrying)") if waiting else None,
     )
     status = compute_adapter_status(adapter, facts, now_rfc3339())
     current = LoraAdapterStatus.model_validate(body.get("status") or {})
@@ -146,11 +145,33 @@ async def adapter_pass(
         current.artifact is None or current.artifact.digest != artifact.digest
     ):
         rt.wake_pools([pool_key(p) for p in pools])
+    if waiting is not None:
+        raise waiting  # the loop backs off, then validates again
+
+
+async def _record_validation(
+    rt: Runtime,
+    body: kopf.Body,
+    key: str,
+    result: ValidationResult,
+    previous: ArtifactStatus | None,
+    pools_seen: int,
+) -> None:
+    """Keep a validation result; post an Event when the verdict changed."""
+    old = rt.validations.get(key)
+    rt.validations[key] = result
+    rt.validated_at[key] = time.monotonic()
+    rt.validated_at[f"{key}#pools"] = pools_seen
+    metrics.VALIDATIONS.labels(result.problems[0].reason if result.problems else "valid").inc()
+    if result.problems and (old is None or old.problems != result.problems):
+        first = result.problems[0]
+        kopf.warn(body, reason=first.reason, message=first.message)
+    new_digest = result.artifact.digest if result.artifact else None
+    if new_digest and (previous is None or previous.digest != new_digest):
+        kopf.info(body, reason="Validated", message=f"adapter files validated ({new_digest})")
 
 
 async def _write_invalid(rt: Runtime, body: kopf.Body, message: str) -> None:
-    from lorapack.status.conditions import Verdict, kstatus_conditions
-
     status = LoraAdapterStatus.model_validate(body.get("status") or {})
     generation = int(body["metadata"].get("generation") or 0)
     new = status.model_copy(

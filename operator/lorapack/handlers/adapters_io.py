@@ -14,6 +14,7 @@ from typing import Any
 
 from lorapack import labels
 from lorapack.api.basemodelpool import BaseModelPool
+from lorapack.api.conditions import CREDENTIALS_NOT_FOUND
 from lorapack.api.loraadapter import ArtifactObject, LoraAdapter
 from lorapack.clients import kube as k
 from lorapack.clients.s3 import ObjectInfo, S3Client, S3Settings
@@ -96,9 +97,16 @@ class S3Access:
         if data is None:
             raise InvalidSpec(
                 f"Secret {namespace}/{name} named by {field} does not exist: create it with keys "
-                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+                reason=CREDENTIALS_NOT_FOUND,
             )
-        return S3Settings.from_secret_data(data, **common)
+        try:
+            return S3Settings.from_secret_data(data, **common)
+        except InvalidSpec as err:
+            raise InvalidSpec(
+                f"Secret {namespace}/{name} named by {field}: {err.message}",
+                reason=CREDENTIALS_NOT_FOUND,
+            ) from err
 
     def _client(self, settings: S3Settings) -> S3Client:
         if settings not in self._clients:

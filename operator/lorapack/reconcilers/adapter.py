@@ -18,7 +18,7 @@ from lorapack.api import conditions as c
 from lorapack.api.basemodelpool import BaseModelPool
 from lorapack.api.loraadapter import ArtifactObject, ArtifactStatus, LoraAdapter
 from lorapack.api.meta import parse_s3_uri
-from lorapack.errors import AccessDenied, ArtifactNotFound, InvalidSpec, PermanentError
+from lorapack.errors import AccessDenied, ArtifactNotFound, PermanentError
 from lorapack.planning.admission import candidate_pools, pool_key, served_name_conflict
 from lorapack.planning.artifact import ArtifactFile, check_for_pool, inspect_artifact
 from lorapack.reconcilers.ports import ArtifactStore
@@ -70,9 +70,7 @@ async def validate_adapter(
         return _refused(adapter, Issue(c.ARTIFACT_NOT_FOUND, err.message))
     except AccessDenied as err:
         return _refused(adapter, Issue(c.ACCESS_DENIED, err.message))
-    except InvalidSpec as err:  # e.g. the credentials Secret lacks a key
-        return _refused(adapter, Issue(c.CREDENTIALS_NOT_FOUND, err.message))
-    except PermanentError as err:
+    except PermanentError as err:  # a missing credentials Secret, a refused request...
         return _refused(adapter, Issue(err.reason, err.message))
 
     pinned = source.version_ids

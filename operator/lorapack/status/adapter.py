@@ -56,6 +56,8 @@ class AdapterFacts:
     endpoint: str
     deleting: bool = False
     deleting_message: str = ""
+    waiting: Issue | None = None
+    """A transient obstacle being retried (e.g. S3 unreachable during validation)."""
 
 
 def _short(digest: str) -> str:
@@ -121,8 +123,21 @@ def _verdict(
         text = "; ".join(p.message for p in facts.problems) + extra
         return Verdict("stalled", first.reason, text)
     if facts.artifact is None or not facts.validated:
+        if facts.waiting is not None:
+            return Verdict("progressing", facts.waiting.reason, facts.waiting.message)
         return Verdict("progressing", c.PROGRESSING, "reading the adapter's files from S3")
     if facts.unplaceable is not None and serving < spec_min:
+        stuck = sorted(
+            (p for p in facts.pods.values() if p.unschedulable and not p.deleting),
+            key=lambda p: p.ordinal,
+        )
+        if stuck:  # "pool full" would mislead: the pool's pods cannot be scheduled at all
+            return Verdict(
+                "stalled",
+                c.UNSCHEDULABLE,
+                f"pool {facts.pool or stuck[0].pool} cannot schedule pod {stuck[0].name}: "
+                f"{(stuck[0].unschedulable or '').rstrip('.')}; its owners must add GPU nodes",
+            )
         return Verdict("stalled", facts.unplaceable.reason, facts.unplaceable.message)
     if updated >= spec_min:
         pods = ", ".join(sorted(facts.serving))
@@ -131,6 +146,12 @@ def _verdict(
     if failed and len(failed) == len(facts.desired) and facts.desired:
         detail = "; ".join(f"{p.pod}: {p.message}" for p in failed)
         return Verdict("stalled", c.LOAD_FAILED, f"no pod could load the adapter: {detail}")
+    if serving and updated == serving:
+        return Verdict(
+            "progressing",
+            c.PARTIALLY_LOADED,
+            f"served by {serving} of the {spec_min} pods replicas.min asks for",
+        )
     if serving and updated < serving:
         return Verdict(
             "progressing",

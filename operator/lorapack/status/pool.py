@@ -44,7 +44,8 @@ def _verdict(pool: BaseModelPool, facts: PoolFacts, ready: int) -> Verdict:
         return Verdict(
             "stalled",
             c.UNSCHEDULABLE,
-            f"{len(unschedulable)} pod(s) cannot be scheduled ({names}): {first.unschedulable}. "
+            f"{len(unschedulable)} pod(s) cannot be scheduled ({names}): "
+            f"{(first.unschedulable or '').rstrip('.')}. "
             f"Add nodes with {pool.spec.gpu.count} free {pool.spec.gpu.resource_name} matching "
             "spec.gpu.nodeSelector, or lower spec.replicas.max",
         )

@@ -157,7 +157,10 @@ def up(args: argparse.Namespace) -> int:
     _say(f"  export KUBECONFIG={kubeconfig}")
     _say(f"  export PATH={':'.join(str(p) for p in cluster.tools.path_dirs())}:$PATH")
     _say("  kubectl get basemodelpools,loraadapters -A")
-    _say(f"  curl -s {world['gateway']}/team-b/summarizer/v1/chat/completions \\")
+    _say(
+        f"  curl -s {world['gateway']}/team-b/summarizer/v1/chat/completions "
+        "-H 'Content-Type: application/json' \\"
+    )
     _say('    -d \'{"model": "summarizer", "messages": [{"role": "user", "content": "hi"}]}\'')
     _say("Stop everything with: make demo-down")
     return 0
