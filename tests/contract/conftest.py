@@ -77,24 +77,54 @@ class Engine:
         assert response.status_code == 200
         return parse_running_adapters(response.text)
 
-    async def hold(self, model: str) -> asyncio.Task[httpx.Response]:
-        """Start one request for `model` that stays in flight for a few seconds, and return
-        once the engine's metrics show it."""
+    async def hold(self, model: str) -> Hold:
+        """Keep `model` busy until `Hold.release()`, and return once the engine's metrics show
+        it. Two overlapping loops of long requests: one request's length depends on the
+        machine (300 tokens took ~1 s on a busy 2-core box, far less on a fast CI runner), so
+        a single request could finish before the test looks at it."""
+        stop = asyncio.Event()
         if self.double is not None:
-            self.double.faults.completion_delay_s = 1.5
-            task = asyncio.create_task(self.complete(model))
-        else:
-            # 300 tokens: about 1 s on an idle 2-core machine (~260 tokens/s), longer when busy.
-            task = asyncio.create_task(self.complete(model, max_tokens=300, ignore_eos=True))
+            self.double.faults.completion_delay_s = 0.5
+
+        async def busy() -> httpx.Response:
+            while True:
+                if self.double is not None:
+                    response = await self.complete(model)
+                else:
+                    # Just under max_model_len (512) minus the prompt.
+                    response = await self.complete(model, max_tokens=480, ignore_eos=True)
+                if stop.is_set() or response.status_code != 200:
+                    return response
+
+        async def staggered() -> httpx.Response:
+            await asyncio.sleep(0.2)
+            return await busy()
+
+        held = Hold(stop, [asyncio.create_task(busy()), asyncio.create_task(staggered())], self)
+        for _ in range(500):
+            if model in await self.running():
+                return held
+            await asyncio.sleep(0.02)
+        await held.release()
+        raise AssertionError(f"{model} never showed up in vllm:lora_requests_info")
+
+
+@dataclass
+class Hold:
+    """Requests keeping one adapter busy (see Engine.hold)."""
+
+    stop: asyncio.Event
+    tasks: list[asyncio.Task[httpx.Response]]
+    engine: Engine
+
+    async def release(self) -> list[httpx.Response]:
+        """Let the loops finish their current requests; return each loop's last response."""
+        self.stop.set()
         try:
-            for _ in range(200):
-                if model in await self.running():
-                    return task
-                await asyncio.sleep(0.02)
-            raise AssertionError(f"{model} never showed up in vllm:lora_requests_info")
+            return list(await asyncio.gather(*self.tasks))
         finally:
-            if self.double is not None:
-                self.double.faults.completion_delay_s = 0.0
+            if self.engine.double is not None:
+                self.engine.double.faults.completion_delay_s = 0.0
 
 
 async def _engine(

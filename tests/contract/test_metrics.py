@@ -6,6 +6,8 @@ it was last written; the newest lists the adapters that have requests in flight.
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client.parser import text_string_to_metric_families
 
 from lorapack.clients.engine import EngineClient
@@ -43,9 +45,9 @@ async def test_lora_gauge_names_the_adapter_while_its_request_runs(
     name = unique_name("busy")
     assert (await engine.load(name, artifacts.path("r8"))).status_code == 200
 
-    task = await engine.hold(name)
+    held = await engine.hold(name)
     busy = _families((await engine.http.get("/metrics")).text)
-    assert (await task).status_code == 200
+    assert [r.status_code for r in await held.release()] == [200, 200]
     idle = _families((await engine.http.get("/metrics")).text)
 
     newest_busy = max(busy["vllm:lora_requests_info"], key=lambda s: s[1])
@@ -66,11 +68,12 @@ async def test_client_drain_waits_for_the_adapters_requests(
     name = unique_name("drain")
     assert (await engine.load(name, artifacts.path("r16"))).status_code == 200
     async with EngineClient(engine.url) as client:
-        task = await engine.hold(name)
+        held = await engine.hold(name)
         assert await client.running_adapters() >= {name}
 
         assert await client.drain(name, timeout=0.3, poll=0.05) is False
+        released = asyncio.create_task(held.release())
         assert await client.drain(name, timeout=60, poll=0.05) is True
 
-        assert (await task).status_code == 200
+        assert [r.status_code for r in await released] == [200, 200]
         assert name not in await client.running_adapters()
