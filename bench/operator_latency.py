@@ -172,14 +172,19 @@ async def run(args: argparse.Namespace, stack: Stack) -> int:
         ]
 
         started = {}
-        waiter = asyncio.ensure_future(watch_ready(kube, set(names_burst), started, {}))
+        stored: dict[str, float] = {}
+        waiter = asyncio.ensure_future(watch_ready(kube, set(names_burst), started, stored))
         await asyncio.sleep(0.05)
         t0 = time.monotonic()
         for name in names_burst:
             started[name] = t0
         await apply(stack, [adapter_body(n) for n in names_burst])
+        apply_seconds = time.monotonic() - t0
         burst = await asyncio.wait_for(waiter, 120)
         burst_times = sorted(burst.values())
+        # kubectl creates the 100 objects one after another: the last is stored seconds after
+        # the first. From its own creation, each adapter's time is what the operator adds.
+        since_stored = sorted(burst[n] - (stored[n] - t0) for n in burst)
     finally:
         await kube.close()
 
@@ -196,15 +201,22 @@ async def run(args: argparse.Namespace, stack: Stack) -> int:
     print(line("  S3 transfer (agent download)", downloads))
     print(line("  engine load (agent load call)", loads))
     print(line("  operator overhead (the rest)", overhead))
-    print(f"\nBurst: {len(burst_times)} adapters applied at once, apply -> Ready, seconds")
-    print(line("apply -> Ready", burst_times))
-    print(f"  all {len(burst_times)} Ready after {max(burst_times):.2f} s")
+    print(f"\nBurst: {len(burst_times)} adapters applied at once (one kubectl apply), seconds")
+    print(f"{'':<34} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}")
+    print(line("kubectl apply start -> Ready", burst_times))
+    print(line("object stored -> Ready", since_stored))
+    print(f"  kubectl apply itself took {apply_seconds:.2f} s (sequential creates)")
+    print(f"  all {len(burst_times)} Ready {max(burst_times):.2f} s after the apply started")
     targets = [
         ("operator overhead p50 <= 0.5 s", pct(overhead, 50) <= 0.5),
         ("operator overhead p99 <= 2 s", pct(overhead, 99) <= 2.0),
         (
-            "burst of 100: p99 <= 10 s",
+            "burst of 100: p99 <= 10 s from the kubectl apply",
             len(burst_times) == args.burst and pct(burst_times, 99) <= 10,
+        ),
+        (
+            "burst of 100: p99 <= 10 s from each object stored",
+            len(since_stored) == args.burst and pct(since_stored, 99) <= 10,
         ),
     ]
     print("\nTargets:")

@@ -160,7 +160,7 @@ async def test_settled_world_writes_nothing() -> None:
 async def test_routing_follows_reports() -> None:
     cluster = Cluster(pool(), [adapter("chat", D1)])
     await cluster.step()
-    assert cluster.writer.slices() == {"team-a/chat-llama3-8b": []}  # placed, not loaded yet
+    assert cluster.writer.slices() == {}  # placed, not loaded yet: no slice to write
     cluster.agents_catch_up()
     outcome = await cluster.step()
     assert cluster.writer.slices() == {"team-a/chat-llama3-8b": ["llama3-8b-0"]}

@@ -285,7 +285,11 @@ def assert_within_capacity(
 
 def copy_load(adapter: AdapterView, pool: PoolView) -> float:
     _, load, _ = scaling.copies_and_load(
-        adapter.min_replicas, adapter.max_replicas, adapter.load, pool.load_budget, 10**6
+        adapter.min_replicas,
+        adapter.max_replicas,
+        adapter.load,
+        pool.load_budget,
+        pool.max_replicas,
     )
     return load
 

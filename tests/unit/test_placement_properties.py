@@ -97,10 +97,12 @@ def snapshots(draw: st.DrawFn) -> Snapshot:
 
 
 def copy_load(snap: Snapshot, adapter: AdapterView, pool: PoolView) -> float:
-    usable = sum(1 for p in snap.pods if p.pool == pool.key and p.available)
-    usable += pool.max_replicas - sum(1 for p in snap.pods if p.pool == pool.key)
     _, load, _ = scaling.copies_and_load(
-        adapter.min_replicas, adapter.max_replicas, adapter.load, pool.load_budget, usable
+        adapter.min_replicas,
+        adapter.max_replicas,
+        adapter.load,
+        pool.load_budget,
+        pool.max_replicas,
     )
     return load
 

@@ -320,11 +320,12 @@ class KubeClient:
         result: Obj = json.loads(data)
         return result
 
-    async def create(self, obj: Mapping[str, Any]) -> Obj:
+    async def create(self, obj: Mapping[str, Any], *, field_manager: str | None = None) -> Obj:
         """Create an object (ApiConflict if it exists)."""
         rt = resource_for(obj)
         namespace = (obj.get("metadata") or {}).get("namespace")
-        status, data = await self._request("POST", rt.path(namespace), body=dict(obj))
+        query = [("fieldManager", field_manager)] if field_manager else []
+        status, data = await self._request("POST", rt.path(namespace), body=dict(obj), query=query)
         if status >= 300:
             _raise_for(status, data, f"create {rt.kind} in {namespace}")
         result: Obj = json.loads(data)

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from lorapack import labels
 from lorapack.api import conditions as c
 from lorapack.api.basemodelpool import BaseModelPool, BaseModelPoolStatus
-from lorapack.api.loraadapter import LoraAdapter
+from lorapack.api.loraadapter import LoraAdapter, LoraAdapterStatus
 from lorapack.api.meta import format_validation_error
 from lorapack.api.podstate import DesiredState
 from lorapack.errors import LorapackError, RetryableError
@@ -39,6 +39,28 @@ def _values(index: Index, key: str) -> list[Any]:
     return list(index[key]) if key in index else []
 
 
+def _with_fresh_artifact(adapter: LoraAdapter, rt: Runtime) -> LoraAdapter:
+    """The adapter as the index holds it, with this process's newer validation of its current
+    generation in place of `status.artifact`.
+
+    The adapter loop publishes the artifact through the status, and the index sees it only once
+    kopf has processed that write; under a burst of applies that round trip took seconds, so
+    placement would wait on the API server for a fact this process already holds. After a
+    restart nothing is held yet and the status (persisted) is used as before.
+    """
+    result = rt.validations.get(f"{adapter.metadata.namespace}/{adapter.metadata.name}")
+    if result is None or result.artifact is None:
+        return adapter
+    if result.generation != adapter.metadata.generation:
+        return adapter
+    status = adapter.status or LoraAdapterStatus()
+    if status.artifact == result.artifact:
+        return adapter
+    return adapter.model_copy(
+        update={"status": status.model_copy(update={"artifact": result.artifact})}
+    )
+
+
 def gather_world(
     pool: BaseModelPool,
     rt: Runtime,
@@ -55,7 +77,7 @@ def gather_world(
     ]
     if all(pool_key(p) != pool_key(pool) for p in group):
         group.append(pool)
-    adapters: list[LoraAdapter] = _values(lorapack_adapters, base)
+    adapters = [_with_fresh_artifact(a, rt) for a in _values(lorapack_adapters, base)]
     deleting = frozenset(
         f"{a.metadata.namespace}/{a.metadata.name}"
         for a in adapters

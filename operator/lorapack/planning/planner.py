@@ -42,7 +42,7 @@ class _FastPool:
     namespaces: frozenset[str]
     max_rank: int
     max_replicas: int
-    usable: int
+    pool_pods: int
     limit: float
     budget: float | None
     members: set[str]
@@ -109,7 +109,7 @@ class PlannerBase:
             view.max_replicas,
             view.load,
             pool.load_budget,
-            self.states[pool_key].usable_count,
+            pool.max_replicas,
         )
 
     def _home(self, key: str) -> str:
@@ -138,7 +138,7 @@ class PlannerBase:
                     namespaces=allowed,
                     max_rank=pool.max_lora_rank,
                     max_replicas=pool.max_replicas,
-                    usable=self.states[pool.key].usable_count,
+                    pool_pods=pool.max_replicas,
                     limit=size_limit(pool),
                     budget=pool.load_budget,
                     members=self.only_in[pool.key],
@@ -164,7 +164,7 @@ class PlannerBase:
                         copies, per_copy = low, load / low
                     else:
                         copies, per_copy, over = copies_and_load(
-                            low, adapter.max_replicas, load, budget, fast.usable
+                            low, adapter.max_replicas, load, budget, fast.pool_pods
                         )
                         if over:
                             self.overloaded.add(key)
@@ -209,7 +209,7 @@ class PlannerBase:
                 adapter.max_replicas,
                 adapter.load,
                 self.pools[k].load_budget,
-                self.states[k].usable_count,
+                self.pools[k].max_replicas,
             )
             for k in keys
         )

@@ -33,20 +33,26 @@ _SPREAD_LOOKAHEAD = 32
 
 
 def copies_and_load(
-    min_replicas: int, max_replicas: int, load: float, budget: float | None, usable_pods: int
+    min_replicas: int, max_replicas: int, load: float, budget: float | None, pool_pods: int
 ) -> tuple[int, float, bool]:
     """(copies, load per copy, overloaded) for an adapter in a pool.
 
-    Copies start at replicas.min and grow, up to replicas.max and the pods the pool can have,
-    until each copy's share of the load fits the pool's per-pod budget. When even the most
-    copies leave each above the budget, each copy is counted as a whole pod's budget (it gets a
-    pod's load to itself) and `overloaded` is True so the plan can warn.
+    Copies start at replicas.min and grow, up to replicas.max and the pods the pool can have
+    (`pool_pods`: its replicas.max), until each copy's share of the load fits the pool's per-pod
+    budget. When even the most copies leave each above the budget, each copy is counted as a
+    whole pod's budget (it gets a pod's load to itself) and `overloaded` is True so the plan
+    can warn.
+
+    Lost pods do not lower `pool_pods`: the StatefulSet brings them back, and shrinking the
+    copy count while one is gone would concentrate the load on the survivors and could push an
+    adapter off the very pod still serving it. The copies that cannot be placed meanwhile are
+    reported instead.
     """
     if budget is None or load <= 0.0:
         return min_replicas, (load / min_replicas if min_replicas else 0.0), False
     copies = max(min_replicas, math.ceil(load / budget - EPSILON))
     if copies > min_replicas:
-        copies = max(min_replicas, min(copies, max_replicas, usable_pods))
+        copies = max(min_replicas, min(copies, max_replicas, pool_pods))
     per_copy = load / copies
     if per_copy > budget + EPSILON:
         return copies, budget, True

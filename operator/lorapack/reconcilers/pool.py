@@ -18,9 +18,11 @@ Idempotent: a pass over a settled world writes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from lorapack.api.basemodelpool import BaseModelPool, BaseModelPoolStatus
 from lorapack.api.loraadapter import LoraAdapter
@@ -252,6 +254,28 @@ async def _desired_adapter(
     )
 
 
+#: Writes in flight at once in one pass: enough to overlap API round trips, few enough not to
+#: crowd out the other loops' requests (the Kubernetes client pools about 10 connections).
+WRITE_CONCURRENCY = 8
+
+
+async def _bounded(writes: Sequence[Awaitable[None]]) -> None:
+    """Await `writes` with at most WRITE_CONCURRENCY in flight; the first error is raised after
+    all have finished (the next pass repairs whatever a failed write left)."""
+    if not writes:
+        return
+    gate = asyncio.Semaphore(WRITE_CONCURRENCY)
+
+    async def one(write: Awaitable[None]) -> None:
+        async with gate:
+            await write
+
+    results = await asyncio.gather(*(one(w) for w in writes), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
 def _unplaceable_owner(world: PoolWorld) -> bool:
     """Exactly one loop of a base model's pools reports adapters no pool can take."""
     return pool_key(world.pool) == min(pool_key(p) for p in world.group)
@@ -286,31 +310,46 @@ async def reconcile_pool(
     )
     writes = 0
 
-    # 1. Routing first: a pod leaves an adapter's EndpointSlice before it is told to drop it.
+    # Routing. A slice that loses an endpoint (or goes away) is written before any desired
+    # state, so a pod leaves an adapter's routing before it is told to drop it. A slice that
+    # only gains endpoints is written after the desired states: those pods already hold the
+    # adapter, and new placements should not wait behind routing writes (a burst of 100
+    # adapters otherwise queued 100 slice writes in front of the first desired state).
     endpoints = endpoints_by_adapter(digests, {k: v for k, (_, v) in versions.items()}, pods)
     adapters_by_key = {_adapter_key(a): a for a in world.adapters}
-    wanted_slices: dict[str, tuple[LoraAdapter, list[Endpoint]]] = {}
-    for key, eps in endpoints.items():
+    shrinking: list[Mapping[str, Any]] = []
+    growing: list[Mapping[str, Any]] = []
+    named: set[str] = set()
+    for key, eps in sorted(endpoints.items()):
         adapter = adapters_by_key[key]
-        placed_here = any(key in keys for keys in assignment.values())
         name = (
             f"{adapter.metadata.namespace}/{slice_name(adapter.metadata.name, pool.metadata.name)}"
         )
-        if placed_here or eps or name in world.slices:
-            wanted_slices[name] = (adapter, eps)
-    for name, (adapter, eps) in sorted(wanted_slices.items()):
-        if sorted(world.slices.get(name, ())) == sorted(eps) and name in world.slices:
+        named.add(name)
+        current_eps = world.slices.get(name)
+        # No slice until some pod serves the adapter: an adapter Service without any slice
+        # routes exactly like one with an empty slice, and that saves a write per placement.
+        if current_eps is None and not eps:
             continue
-        await writer.apply(
-            endpoint_slice(adapter, pool.metadata.namespace, pool.metadata.name, eps)
-        )
-        writes += 1
-    for name in sorted(set(world.slices) - set(wanted_slices)):
-        namespace, _, slice_ = name.partition("/")
-        await writer.delete("discovery.k8s.io/v1", "EndpointSlice", namespace, slice_)
-        writes += 1
+        if current_eps is not None and sorted(current_eps) == sorted(eps):
+            continue
+        obj = endpoint_slice(adapter, pool.metadata.namespace, pool.metadata.name, eps)
+        if current_eps is None or set(current_eps) <= set(eps):
+            growing.append(obj)
+        else:
+            shrinking.append(obj)
+    gone = sorted(set(world.slices) - named)
+    await _bounded(
+        [writer.apply(obj) for obj in shrinking]
+        + [
+            writer.delete("discovery.k8s.io/v1", "EndpointSlice", *name.split("/", 1))
+            for name in gone
+        ]
+    )
+    writes += len(shrinking) + len(gone)
 
     # 2. Desired state per pod, for every ordinal that exists or is wanted.
+    desired_writes: list[Awaitable[None]] = []
     top = max([desired_replicas - 1, *pods, *current], default=-1)
     for ordinal in range(top + 1):
         before = current.get(ordinal)
@@ -336,16 +375,18 @@ async def reconcile_pool(
         )
         if ordinal >= desired_replicas and ordinal not in pods and not entries:
             if before is not None:  # the pod is gone and holds nothing: drop its Secret
-                await writer.delete(
-                    "v1", "Secret", pool.metadata.namespace, names.desired_secret(ordinal)
+                desired_writes.append(
+                    writer.delete(
+                        "v1", "Secret", pool.metadata.namespace, names.desired_secret(ordinal)
+                    )
                 )
-                writes += 1
             continue
         if _same(before, state):
             continue
         state = state.model_copy(update={"revision": (before.revision + 1) if before else 1})
-        await writer.apply(pool_manifests.desired_secret(pool, ordinal, state))
-        writes += 1
+        desired_writes.append(writer.apply(pool_manifests.desired_secret(pool, ordinal, state)))
+    await _bounded(desired_writes)
+    writes += len(desired_writes)
 
     # 3. Owned objects when the spec changed, and the replica count.
     owned_applied = False
@@ -366,6 +407,10 @@ async def reconcile_pool(
             )
         )
         writes += 1
+
+    # Slices that only gain endpoints (see above).
+    await _bounded([writer.apply(obj) for obj in growing])
+    writes += len(growing)
 
     # 4. What the handler publishes: pool status and per-adapter placement.
     placements: dict[str, AdapterPlacement] = {}
