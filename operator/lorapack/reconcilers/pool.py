@@ -19,9 +19,10 @@ Idempotent: a pass over a settled world writes nothing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from lorapack.api.basemodelpool import BaseModelPool, BaseModelPoolStatus
@@ -259,16 +260,20 @@ async def _desired_adapter(
 WRITE_CONCURRENCY = 8
 
 
-async def _bounded(writes: Sequence[Awaitable[None]]) -> None:
-    """Await `writes` with at most WRITE_CONCURRENCY in flight; the first error is raised after
+Write = Callable[[], Awaitable[None]]
+"""A write not started yet (so that an error while collecting leaves no un-awaited coroutine)."""
+
+
+async def _bounded(writes: Sequence[Write]) -> None:
+    """Run `writes` with at most WRITE_CONCURRENCY in flight; the first error is raised after
     all have finished (the next pass repairs whatever a failed write left)."""
     if not writes:
         return
     gate = asyncio.Semaphore(WRITE_CONCURRENCY)
 
-    async def one(write: Awaitable[None]) -> None:
+    async def one(write: Write) -> None:
         async with gate:
-            await write
+            await write()
 
     results = await asyncio.gather(*(one(w) for w in writes), return_exceptions=True)
     for result in results:
@@ -340,16 +345,16 @@ async def reconcile_pool(
             shrinking.append(obj)
     gone = sorted(set(world.slices) - named)
     await _bounded(
-        [writer.apply(obj) for obj in shrinking]
+        [partial(writer.apply, obj) for obj in shrinking]
         + [
-            writer.delete("discovery.k8s.io/v1", "EndpointSlice", *name.split("/", 1))
+            partial(writer.delete, "discovery.k8s.io/v1", "EndpointSlice", *name.split("/", 1))
             for name in gone
         ]
     )
     writes += len(shrinking) + len(gone)
 
     # 2. Desired state per pod, for every ordinal that exists or is wanted.
-    desired_writes: list[Awaitable[None]] = []
+    desired_writes: list[Write] = []
     top = max([desired_replicas - 1, *pods, *current], default=-1)
     for ordinal in range(top + 1):
         before = current.get(ordinal)
@@ -376,15 +381,21 @@ async def reconcile_pool(
         if ordinal >= desired_replicas and ordinal not in pods and not entries:
             if before is not None:  # the pod is gone and holds nothing: drop its Secret
                 desired_writes.append(
-                    writer.delete(
-                        "v1", "Secret", pool.metadata.namespace, names.desired_secret(ordinal)
+                    partial(
+                        writer.delete,
+                        "v1",
+                        "Secret",
+                        pool.metadata.namespace,
+                        names.desired_secret(ordinal),
                     )
                 )
             continue
         if _same(before, state):
             continue
         state = state.model_copy(update={"revision": (before.revision + 1) if before else 1})
-        desired_writes.append(writer.apply(pool_manifests.desired_secret(pool, ordinal, state)))
+        desired_writes.append(
+            partial(writer.apply, pool_manifests.desired_secret(pool, ordinal, state))
+        )
     await _bounded(desired_writes)
     writes += len(desired_writes)
 
@@ -409,7 +420,7 @@ async def reconcile_pool(
         writes += 1
 
     # Slices that only gain endpoints (see above).
-    await _bounded([writer.apply(obj) for obj in growing])
+    await _bounded([partial(writer.apply, obj) for obj in growing])
     writes += len(growing)
 
     # 4. What the handler publishes: pool status and per-adapter placement.
