@@ -236,8 +236,15 @@ class PodSimulator:
             shutil.rmtree(runtime.cache_dir, ignore_errors=True)  # a new pod: a new emptyDir
         runtime.cache_dir.mkdir(parents=True, exist_ok=True)
         uid_file.write_text(runtime.uid)
-        runtime.engine = await self._start_engine(runtime, pod)
-        runtime.agent = await self._start_agent(runtime, pod)
+        try:
+            runtime.engine = await self._start_engine(runtime, pod)
+            runtime.agent = await self._start_agent(runtime, pod)
+        except BaseException:
+            # Cancelled by stop() mid-start, or failed: the runtime is not in self.pods yet, so
+            # nothing else would stop what was started (such engines outlived the test run).
+            await _terminate(runtime.agent)
+            await _terminate(runtime.engine)
+            raise
         log.info(
             "Started pod %s/%s: engine %s", runtime.namespace, runtime.name, runtime.engine_url
         )
@@ -269,7 +276,11 @@ class PodSimulator:
         process = await asyncio.create_subprocess_exec(
             *argv, env=env, stdout=log_path.open("ab"), stderr=asyncio.subprocess.STDOUT
         )
-        await _wait_http(f"{runtime.engine_url}/health", process)
+        try:
+            await _wait_http(f"{runtime.engine_url}/health", process)
+        except BaseException:
+            await _terminate(process)
+            raise
         return process
 
     async def _agent_kubeconfig(self, runtime: PodRuntime, pod: Mapping[str, Any]) -> Path:
