@@ -113,8 +113,9 @@ async def adapter_pass(
             if result.artifact is not None and (
                 previous_artifact is None or previous_artifact.digest != result.artifact.digest
             ):
-                # Placement reads this validation from memory (pools.gather_world): let it
-                # start now, in parallel with the status write below.
+                # Placement reads this validation from memory (pools.gather_world): wake it
+                # now, in parallel with the status write below (the only wake for a new
+                # artifact; after a restart the persisted status already holds it).
                 rt.wake_pools([pool_key(p) for p in pools])
     result = rt.validations[key]
     artifact = result.artifact or previous_artifact
@@ -156,10 +157,6 @@ async def adapter_pass(
             started = rt.validated_at.get(f"{key}#first-seen")
             if started is not None:
                 metrics.ADAPTER_READY_SECONDS.observe(time.monotonic() - started)
-    if artifact is not None and (
-        current.artifact is None or current.artifact.digest != artifact.digest
-    ):
-        rt.wake_pools([pool_key(p) for p in pools])
     if waiting is not None:
         raise waiting  # the loop backs off, then validates again
 
