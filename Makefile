@@ -16,25 +16,25 @@ PYTEST_ARGS ?=
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
-$(VENV)/.installed: pyproject.toml requirements.lock
+$(VENV)/.installed: pyproject.toml testworld/pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --no-deps -r requirements.lock
-	$(VENV)/bin/pip install --quiet --no-deps -e .
+	$(VENV)/bin/pip install --quiet --no-deps -e . -e testworld
 	touch $@
 
 venv: $(VENV)/.installed  ## create .venv with the pinned dependencies
 
 fmt: venv  ## format the code (ruff format + import sorting)
-	$(VENV)/bin/ruff format operator tests bench hack
-	$(VENV)/bin/ruff check --select I --fix operator tests bench hack
+	$(VENV)/bin/ruff format operator testworld tests bench hack
+	$(VENV)/bin/ruff check --select I --fix operator testworld tests bench hack
 
 lint: venv  ## ruff lint, format check, import-layer contracts
-	$(VENV)/bin/ruff check operator tests bench hack
-	$(VENV)/bin/ruff format --check operator tests bench hack
+	$(VENV)/bin/ruff check operator testworld tests bench hack
+	$(VENV)/bin/ruff format --check operator testworld tests bench hack
 	$(VENV)/bin/lint-imports
 
 typecheck: venv  ## mypy --strict with the pydantic plugin
-	$(VENV)/bin/mypy operator/lorapack
+	$(VENV)/bin/mypy operator/lorapack testworld/lorapack_testworld
 
 manifests: venv  ## regenerate crds/, the chart's crds/ and docs/api.md from the models
 	$(PY) -m lorapack.api.crdgen --out crds --out charts/lorapack/crds --docs docs/api.md
@@ -50,7 +50,7 @@ vllm-env:  ## build or reuse the vLLM CPU venv in the cache
 	hack/vllm-env.sh >/dev/null
 
 artifacts: venv vllm-env  ## build or reuse the tiny model and PEFT test adapters in the cache
-	$(PY) -c "from lorapack.testing.artifacts import artifacts_dir; print(artifacts_dir())"
+	$(PY) -c "from lorapack_testworld.artifacts import artifacts_dir; print(artifacts_dir())"
 
 test-unit: venv  ## fast tiers only: unit and component tests
 	$(PY) -m pytest tests/unit tests/component $(PYTEST_ARGS)
@@ -65,16 +65,16 @@ test-contract: venv artifacts  ## the engine contract suite against the double a
 	$(PY) -m pytest tests/contract $(PYTEST_ARGS)
 
 cluster-up: venv tools  ## start the local control plane with simulated GPU nodes
-	$(PY) -m lorapack.devcluster up
+	$(PY) -m lorapack_testworld.devcluster up
 
 cluster-down: venv  ## stop the local control plane
-	$(PY) -m lorapack.devcluster down
+	$(PY) -m lorapack_testworld.devcluster down
 
 demo: venv tools artifacts  ## the newcomer's tour: cluster, S3, operator, three teams' adapters
-	$(PY) -m lorapack.testing.demo up
+	$(PY) -m lorapack_testworld.demo up
 
 demo-down: venv  ## stop everything the demo started
-	$(PY) -m lorapack.testing.demo down
+	$(PY) -m lorapack_testworld.demo down
 
 bench: venv tools artifacts  ## run every benchmark (prints tables)
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

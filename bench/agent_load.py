@@ -29,9 +29,9 @@ from lorapack.api.podstate import DesiredAdapter, DesiredState, FileSpec, Observ
 from lorapack.clients.engine import EngineClient
 from lorapack.clients.s3 import S3Client
 from lorapack.planning.artifact import ArtifactFile, manifest_digest
-from lorapack.testing.artifacts import load_index
-from lorapack.testing.enginedouble import EngineDouble
-from lorapack.testing.s3server import start_s3_server
+from lorapack_testworld.artifacts import load_index
+from lorapack_testworld.enginedouble import EngineDouble
+from lorapack_testworld.s3server import start_s3_server
 
 BUCKET = "agent-bench"
 

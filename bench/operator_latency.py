@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from lorapack.clients.kube import ADAPTER, POD, KubeClient
-from lorapack.testing.stack import Stack
+from lorapack_testworld.stack import Stack
 
 NAMESPACE = "bench"
 POOL = "bench-pool"

@@ -35,7 +35,7 @@ from s3transfer.manager import TransferConfig, TransferManager
 from lorapack.agent.cache import AdapterCache
 from lorapack.api.podstate import DesiredAdapter, FileSpec, S3Location
 from lorapack.clients.s3 import ObjectInfo, S3Client
-from lorapack.testing.s3server import S3Server, start_s3_server
+from lorapack_testworld.s3server import S3Server, start_s3_server
 
 MiB = 2**20
 CONFIG = b'{"r": 16, "lora_alpha": 32, "target_modules": ["q_proj", "k_proj", "v_proj"]}'

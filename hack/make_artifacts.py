@@ -5,7 +5,7 @@ Run with the vLLM venv's python (it has torch, transformers, peft and tokenizers
 
     $(hack/vllm-env.sh --path)/bin/python hack/make_artifacts.py [--out DIR] [--force]
 
-Called by `make artifacts` and by lorapack.testing.artifacts.artifacts_dir() when the cache is
+Called by `make artifacts` and by lorapack_testworld.artifacts.artifacts_dir() when the cache is
 empty. Without --out it writes to ${LORAPACK_CACHE:-~/.cache/lorapack}/artifacts/<hash>/ where
 <hash> is the first 16 hex digits of this file's sha256, so editing the generator makes a new
 folder and never mixes old and new files. Everything is built in a temporary sibling folder and
@@ -64,7 +64,7 @@ CHAT_TEMPLATE = (
 
 
 def default_out() -> Path:
-    """The folder lorapack.testing.artifacts expects for this version of the generator."""
+    """The folder lorapack_testworld.artifacts expects for this version of the generator."""
     cache = os.environ.get("LORAPACK_CACHE") or str(
         Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lorapack"
     )

@@ -19,7 +19,7 @@ from lorapack.agent.loop import Agent
 from lorapack.api.podstate import DesiredAdapter, DesiredState, FileSpec, ObservedState
 from lorapack.clients.engine import EngineClient
 from lorapack.errors import ArtifactRejected
-from lorapack.testing.enginedouble import EngineDouble
+from lorapack_testworld.enginedouble import EngineDouble
 
 
 class LocalCache:

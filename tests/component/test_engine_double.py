@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from lorapack.testing.enginedouble import (
+from lorapack_testworld.enginedouble import (
     EngineDouble,
     EngineDoubleStartupError,
     sanitize_message,

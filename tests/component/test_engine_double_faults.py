@@ -1,7 +1,7 @@
 """The engine double's fault injection, and the engine client's reaction to each fault.
 
 Faults are set through the admin endpoint (POST /_double/faults), as tests in other processes
-(the pod simulator, the demo) do, or as CLI flags of `python -m lorapack.testing.enginedouble`.
+(the pod simulator, the demo) do, or as CLI flags of `python -m lorapack_testworld.enginedouble`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import pytest
 
 from lorapack.clients.engine import EngineClient, LoadOutcome
 from lorapack.errors import EngineUnavailable
-from lorapack.testing.enginedouble import EngineDouble
-from lorapack.testing.realvllm import free_port
+from lorapack_testworld.enginedouble import EngineDouble
+from lorapack_testworld.realvllm import free_port
 from tests.fixtures.artifacts import FakeAdapter
 from tests.fixtures.engines import DoubleFactory
 
@@ -115,7 +115,7 @@ def run_cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 30
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "lorapack.testing.enginedouble", *args],
+        [sys.executable, "-m", "lorapack_testworld.enginedouble", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -188,7 +188,7 @@ async def test_cli_serves_and_exits_1_when_crashed(fake_adapter: FakeAdapter) ->
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "lorapack.testing.enginedouble",
+        "lorapack_testworld.enginedouble",
         "serve",
         "lorapack/tiny-llama",
         "--port",

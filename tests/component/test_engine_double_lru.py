@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lorapack.clients.engine import EngineClient
-from lorapack.testing.enginedouble import ENGINE_DEAD_MESSAGE, EngineDouble
+from lorapack_testworld.enginedouble import ENGINE_DEAD_MESSAGE, EngineDouble
 from tests.fixtures.artifacts import FakeAdapter, write_fake_adapter
 from tests.fixtures.engines import DoubleFactory
 

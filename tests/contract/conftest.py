@@ -25,9 +25,9 @@ import httpx
 import pytest
 
 from lorapack.clients.engine import parse_running_adapters
-from lorapack.testing.artifacts import ArtifactIndex
-from lorapack.testing.enginedouble import EngineDouble
-from lorapack.testing.realvllm import RealVllm
+from lorapack_testworld.artifacts import ArtifactIndex
+from lorapack_testworld.enginedouble import EngineDouble
+from lorapack_testworld.realvllm import RealVllm
 from tests.fixtures.engines import REAL_FLAGS, DoubleFactory
 
 PROMPT = "The capital of France is"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from lorapack.testing.artifacts import ArtifactIndex
+from lorapack_testworld.artifacts import ArtifactIndex
 from tests.contract.conftest import Engine
 from tests.fixtures.engines import unique_name
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
-from lorapack.testing.artifacts import ArtifactIndex
+from lorapack_testworld.artifacts import ArtifactIndex
 from tests.contract.conftest import PROMPT, ROUTING_TAG, Engine
 from tests.fixtures.engines import unique_name
 

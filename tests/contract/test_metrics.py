@@ -11,7 +11,7 @@ import asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
 from lorapack.clients.engine import EngineClient
-from lorapack.testing.artifacts import ArtifactIndex
+from lorapack_testworld.artifacts import ArtifactIndex
 from tests.contract.conftest import Engine
 from tests.fixtures.engines import unique_name
 

@@ -26,13 +26,13 @@ import pytest
 
 from lorapack.clients.engine import EngineClient, LoadOutcome
 from lorapack.errors import EngineUnavailable
-from lorapack.testing.artifacts import ArtifactIndex
-from lorapack.testing.enginedouble import (
+from lorapack_testworld.artifacts import ArtifactIndex
+from lorapack_testworld.enginedouble import (
     ENGINE_DEAD_MESSAGE,
     EngineDouble,
     EngineDoubleStartupError,
 )
-from lorapack.testing.realvllm import RealVllm
+from lorapack_testworld.realvllm import RealVllm
 from tests.contract.conftest import ENGINES, Engine
 from tests.fixtures.engines import DoubleFactory, RealFactory
 

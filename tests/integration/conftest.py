@@ -2,7 +2,7 @@
 
 * `adapter_bucket` (session): a bucket on the loopback S3 server holding the test adapters
   (`<name>/` prefixes: lora_r8, lora_r16, lora_r64, lora_r128, broken ones), uploaded once.
-* `world` (session): `python -m lorapack.testing.world` — the pod simulator (engine double +
+* `world` (session): `python -m lorapack_testworld.world` — the pod simulator (engine double +
   agent per running pool pod, agents with their pool's ServiceAccount) and the gateway.
 * `operator` (session): `lorapack run --standalone` against the cluster, restartable.
 * `e2e` (function): a namespace with the pool's S3 credentials Secret, plus helpers to apply
@@ -26,9 +26,9 @@ from typing import Any
 import httpx
 import pytest
 
-from lorapack.devcluster import DevCluster
-from lorapack.testing.artifacts import ArtifactIndex
-from lorapack.testing.s3server import S3Server
+from lorapack_testworld.artifacts import ArtifactIndex
+from lorapack_testworld.devcluster import DevCluster
+from lorapack_testworld.s3server import S3Server
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_MODEL = "lorapack/tiny-llama"
@@ -93,7 +93,7 @@ def world(
         [
             sys.executable,
             "-m",
-            "lorapack.testing.world",
+            "lorapack_testworld.world",
             "--kubeconfig",
             str(kubeconfig),
             "--workdir",

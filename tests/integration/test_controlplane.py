@@ -1,9 +1,9 @@
 """The local control plane is a real Kubernetes and is useful for lorapack (integration tier).
 
 Proves, against etcd + kube-apiserver + controller-manager + scheduler + kwok built from Go
-modules (lorapack.devcluster): lorapack's CRDs install; valid objects are accepted and invalid
-ones are refused by the API server with messages naming the field; the scheduler does real GPU
-accounting on the simulated nodes; kwok runs pods like a kubelet (documentation-range IPs,
+modules (the test world's devcluster): lorapack's CRDs install; valid objects are accepted and
+invalid ones are refused by the API server with messages naming the field; the scheduler does
+real GPU accounting on the simulated nodes; kwok runs pods like a kubelet (documentation-range IPs,
 graceful deletion, readiness gates honoured); kubectl, helm and the Python client work; every
 listener is on 127.0.0.1 and stopping leaves nothing behind.
 """
@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from lorapack.devcluster import (
+from lorapack.labels import SYNCED_CONDITION
+from lorapack_testworld.devcluster import (
     POD_CIDR,
     SERVICE_CIDR,
     ClusterError,
@@ -30,9 +31,8 @@ from lorapack.devcluster import (
     NodeShape,
     parse_node_spec,
 )
-from lorapack.devcluster.processes import listening_sockets
-from lorapack.devcluster.tools import cache_root
-from lorapack.labels import SYNCED_CONDITION
+from lorapack_testworld.devcluster.processes import listening_sockets
+from lorapack_testworld.devcluster.tools import cache_root
 from tests.builders import deep_merge, make_adapter, make_pool
 
 L20_SELECTOR = {"nvidia.com/gpu.product": "NVIDIA-L20"}
@@ -780,7 +780,7 @@ def test_command_line_up_status_down(devcluster: DevCluster, tmp_path: Path) -> 
     cache.mkdir()
     (cache / "bin").symlink_to(cache_root() / "bin")
     env = dict(os.environ, LORAPACK_CACHE=str(cache))
-    command = [sys.executable, "-m", "lorapack.devcluster"]
+    command = [sys.executable, "-m", "lorapack_testworld.devcluster"]
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

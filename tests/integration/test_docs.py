@@ -47,8 +47,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from lorapack.testing import demo
-from lorapack.testing.artifacts import ArtifactIndex
+from lorapack_testworld import demo
+from lorapack_testworld.artifacts import ArtifactIndex
 from tests.integration.conftest import BASE_MODEL, E2E
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -466,7 +466,7 @@ def _delete_namespaces(e: E2E, namespaces: list[str]) -> None:
 
 @pytest.fixture
 def demo_world(e2e: E2E, artifacts: ArtifactIndex) -> Iterator[dict[str, str]]:
-    """What `make demo` sets up (operator/lorapack/testing/demo.py, step 5), in this cluster:
+    """What `make demo` sets up (testworld/lorapack_testworld/demo.py, step 5), in this cluster:
     examples/demo/ applied as is, with the same bucket, adapters and pool credentials."""
     e = e2e
     _served_names_free(

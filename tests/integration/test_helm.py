@@ -41,8 +41,8 @@ from typing import Any
 import pytest
 import yaml
 
-from lorapack.devcluster import DevCluster, Tools, ToolsMissing
-from lorapack.devcluster.processes import free_port
+from lorapack_testworld.devcluster import DevCluster, Tools, ToolsMissing
+from lorapack_testworld.devcluster.processes import free_port
 from tests.builders import make_adapter, make_pool
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]

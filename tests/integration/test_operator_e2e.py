@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from lorapack.testing.artifacts import ArtifactIndex
+from lorapack_testworld.artifacts import ArtifactIndex
 from tests.integration.conftest import E2E
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]

@@ -15,8 +15,8 @@ from lorapack.agent.cache import AdapterCache
 from lorapack.api.podstate import DesiredAdapter, FileSpec, S3Location
 from lorapack.clients.s3 import ObjectInfo, S3Client
 from lorapack.errors import ArtifactRejected, CapacityExceeded, StorageUnavailable
-from lorapack.testing.faultproxy import Fault, FaultProxy
-from lorapack.testing.s3server import S3Server
+from lorapack_testworld.faultproxy import Fault, FaultProxy
+from lorapack_testworld.s3server import S3Server
 
 pytestmark = pytest.mark.s3
 

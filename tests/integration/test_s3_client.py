@@ -24,8 +24,8 @@ from lorapack.errors import (
     ArtifactRejected,
     StorageUnavailable,
 )
-from lorapack.testing.faultproxy import Fault, FaultProxy
-from lorapack.testing.s3server import READER_BUCKET, S3Server
+from lorapack_testworld.faultproxy import Fault, FaultProxy
+from lorapack_testworld.s3server import READER_BUCKET, S3Server
 
 pytestmark = pytest.mark.s3
 

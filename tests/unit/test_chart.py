@@ -12,7 +12,7 @@
   and command line, alerts and dashboard reading only metrics the operator exports;
 * schema and cross-field checks: bad values are refused with a message naming the field.
 
-helm comes from hack/build-tools.sh through lorapack.devcluster.Tools; without it these tests
+helm comes from hack/build-tools.sh through devcluster.Tools; without it these tests
 skip (or fail when LORAPACK_REQUIRE_CLUSTER is set, as in CI).
 """
 
@@ -39,10 +39,10 @@ from lorapack.api.podstate import DesiredState
 from lorapack.cli import build_parser
 from lorapack.clients.kube import resource_for
 from lorapack.config import OperatorConfig
-from lorapack.devcluster import Tools, ToolsMissing
 from lorapack.handlers import metrics
 from lorapack.manifests import pool as pool_manifests
 from lorapack.manifests import routing
+from lorapack_testworld.devcluster import Tools, ToolsMissing
 from tests.builders import make_adapter, make_pool
 
 ROOT = Path(__file__).resolve().parents[2]

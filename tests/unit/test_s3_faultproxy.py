@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from lorapack.testing.faultproxy import Fault, FaultProxy
+from lorapack_testworld.faultproxy import Fault, FaultProxy
 
 
 class _Echo(http.server.BaseHTTPRequestHandler):

@@ -1,4 +1,4 @@
-"""Command line of the local control plane: `python -m lorapack.devcluster up|down|status`.
+"""Command line of the local control plane: `python -m lorapack_testworld.devcluster`.
 
 `make cluster-up` / `make cluster-down` call it. `up` starts a detached cluster, records where
 it lives in `$LORAPACK_CACHE/run/devcluster/state.json` and prints the kubeconfig; `down` reads
@@ -15,9 +15,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lorapack.devcluster.cluster import DEFAULT_CRDS_DIR, ClusterError, DevCluster
-from lorapack.devcluster.nodes import DEFAULT_NODES, parse_node_spec
-from lorapack.devcluster.tools import ToolsMissing, cache_root
+from lorapack_testworld.devcluster.cluster import DEFAULT_CRDS_DIR, ClusterError, DevCluster
+from lorapack_testworld.devcluster.nodes import DEFAULT_NODES, parse_node_spec
+from lorapack_testworld.devcluster.tools import ToolsMissing, cache_root
 
 
 def run_dir() -> Path:
@@ -100,7 +100,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m lorapack.devcluster",
+        prog="python -m lorapack_testworld.devcluster",
         description="Local Kubernetes control plane with simulated GPU nodes (loopback only).",
     )
     sub = parser.add_subparsers(dest="command", required=True)

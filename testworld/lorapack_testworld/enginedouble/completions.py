@@ -12,7 +12,7 @@ import secrets
 import time
 from typing import Any
 
-from lorapack.testing.enginedouble.state import Registered
+from lorapack_testworld.enginedouble.state import Registered
 
 __all__ = ["completion_body"]
 

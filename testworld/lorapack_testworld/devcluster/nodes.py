@@ -3,7 +3,7 @@
 Pure code: `NodeShape` describes one kind of fake node (GPU model, count, labels as NVIDIA's
 GPU feature discovery would set them), `parse_node_spec` reads the `--nodes l20:4,h100:2`
 syntax, and `node_manifests` turns shapes into Node dicts that kwok then keeps Ready. Used by
-`lorapack.devcluster.cluster` and the `python -m lorapack.devcluster` command line.
+`devcluster.cluster` and the `python -m lorapack_testworld.devcluster` command line.
 """
 
 from __future__ import annotations

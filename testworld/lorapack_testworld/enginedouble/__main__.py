@@ -1,4 +1,4 @@
-"""`python -m lorapack.testing.enginedouble serve MODEL ...`: run the double like `vllm serve`.
+"""`python -m lorapack_testworld.enginedouble serve MODEL ...`: run the double like `vllm serve`.
 
 Run by the pod simulator and the component tests as a subprocess; see `cli` for the flags.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from lorapack.testing.enginedouble.cli import main
+from lorapack_testworld.enginedouble.cli import main
 
 __all__: list[str] = []
 

@@ -1,6 +1,6 @@
 """Launcher for the real vLLM CPU engine: `python vllm_launcher.py serve <model> [flags]`.
 
-Run by lorapack.testing.realvllm with the vLLM venv's python, which has no lorapack installed, so
+Run by lorapack_testworld.realvllm with the vLLM venv's python, which has no lorapack installed, so
 this file imports nothing from lorapack and is executed by path, not as a module.
 
 Why it exists (vllm-lora-contract.md section 11.2, workaround 2): the vLLM console script asks

@@ -15,7 +15,7 @@ from typing import Any
 import pydantic
 from aiohttp import web
 
-from lorapack.testing.enginedouble.messages import error_response
+from lorapack_testworld.enginedouble.messages import error_response
 
 __all__ = [
     "Body",

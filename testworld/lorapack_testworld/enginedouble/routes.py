@@ -18,22 +18,22 @@ from typing import Any
 
 from aiohttp import web
 
-from lorapack.testing.enginedouble.adapters import AdapterInvalid, AdapterNotFound
-from lorapack.testing.enginedouble.bodies import (
+from lorapack_testworld.enginedouble.adapters import AdapterInvalid, AdapterNotFound
+from lorapack_testworld.enginedouble.bodies import (
     ChatRequest,
     CompletionRequest,
     LoadRequest,
     UnloadRequest,
     parse_body,
 )
-from lorapack.testing.enginedouble.completions import completion_body
-from lorapack.testing.enginedouble.messages import (
+from lorapack_testworld.enginedouble.completions import completion_body
+from lorapack_testworld.enginedouble.messages import (
     ENGINE_DEAD_MESSAGE,
     error_response,
     json_response,
     plain_response,
 )
-from lorapack.testing.enginedouble.state import EngineDied, EngineState, InFlight, Registered
+from lorapack_testworld.enginedouble.state import EngineDied, EngineState, InFlight, Registered
 
 __all__ = ["OpenAIRoutes"]
 

@@ -2,7 +2,7 @@
 
 The build script owns the layout (`$LORAPACK_CACHE/bin/<name>-<version>-<go.sum hash>/`); this
 module asks it (`--print-dir`) instead of guessing, and checks each folder is complete. Used by
-`lorapack.devcluster.cluster`, the command line and the test fixtures.
+`lorapack_testworld.devcluster.cluster`, the command line and the test fixtures.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import subprocess
 from pathlib import Path
 from typing import Final
 
+from lorapack_testworld.paths import REPO_ROOT as _REPO_ROOT
+
 __all__ = ["REPO_ROOT", "Tools", "ToolsMissing", "cache_root"]
 
-# operator/lorapack/devcluster/tools.py -> the repository root (lorapack is installed editable).
-REPO_ROOT: Final = Path(__file__).resolve().parents[3]
+REPO_ROOT: Final = _REPO_ROOT
 _BUILD_SCRIPT: Final = REPO_ROOT / "hack" / "build-tools.sh"
 
 
@@ -49,7 +50,7 @@ class Tools:
         """Find the binaries hack/build-tools.sh built; raise ToolsMissing if any is absent."""
         if not _BUILD_SCRIPT.is_file():
             raise ToolsMissing(
-                f"{_BUILD_SCRIPT} not found: lorapack.devcluster needs a source checkout "
+                f"{_BUILD_SCRIPT} not found: lorapack_testworld.devcluster needs a source checkout "
                 "(pip install -e .) to find the Go tools"
             )
         dirs = {name: _print_dir(name) for name in ("k8s", "etcd", "kwok", "helm")}

@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lorapack.devcluster import DEFAULT_CRDS_DIR, DevCluster
-from lorapack.testing.artifacts import ArtifactIndex, load_index
-from lorapack.testing.s3server import S3Server, start_s3_server
+from lorapack_testworld.artifacts import ArtifactIndex, load_index
+from lorapack_testworld.devcluster import DEFAULT_CRDS_DIR, DevCluster
+from lorapack_testworld.paths import REPO_ROOT
+from lorapack_testworld.s3server import S3Server, start_s3_server
 
 __all__ = ["Stack", "StackError"]
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = REPO_ROOT
 
 
 class StackError(RuntimeError):
@@ -108,7 +109,7 @@ class Stack:
             world_dir.mkdir(exist_ok=True)
             (world_dir / "world.json").unlink(missing_ok=True)
             argv = [
-                sys.executable, "-m", "lorapack.testing.world",
+                sys.executable, "-m", "lorapack_testworld.world",
                 "--kubeconfig", str(cluster.kubeconfig), "--workdir", str(world_dir),
                 "--model-dir", str(stack.artifacts.model.path),
             ]  # fmt: skip

@@ -1,4 +1,4 @@
-"""The command line of the double: `python -m lorapack.testing.enginedouble serve MODEL ...`.
+"""The command line of the double: `python -m lorapack_testworld.enginedouble serve MODEL ...`.
 
 Flags mirror `vllm serve` (those that do not change the double are accepted and ignored, so a
 real engine's argv works unchanged), plus --double-* fault flags. The process exits 1 when
@@ -16,12 +16,12 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from lorapack.testing.enginedouble.app import (
+from lorapack_testworld.enginedouble.app import (
     ALLOWED_MAX_LORA_RANKS,
     EngineDouble,
     EngineDoubleStartupError,
 )
-from lorapack.testing.enginedouble.state import Faults
+from lorapack_testworld.enginedouble.state import Faults
 
 __all__ = ["main"]
 
@@ -32,7 +32,7 @@ def _truthy_env(name: str) -> bool:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m lorapack.testing.enginedouble",
+        prog="python -m lorapack_testworld.enginedouble",
         description="A vLLM look-alike for tests; flags mirror `vllm serve`.",
     )
     parser.add_argument("model_tag", nargs="?", help="model path or name (like vllm serve)")

@@ -3,7 +3,7 @@
 Real S3 throttles (503 SlowDown), fails (500 InternalError) and stalls; the loopback server does
 none of that on demand, so tests put this proxy between the client and the server and script the
 failures. Used by tests/fixtures/s3.py (`s3_fault_proxy`), the S3 client and cache tests, and by
-hand: `python -m lorapack.testing.faultproxy --upstream http://127.0.0.1:8333 --slowdown 3`.
+hand: `python -m lorapack_testworld.faultproxy --upstream http://127.0.0.1:8333 --slowdown 3`.
 
 How it works: it reads each request's head, decides from the scripted `Fault`s, and either
 answers with the fault itself or forwards the request unchanged (the Host header stays as the
@@ -322,7 +322,7 @@ def _error_response(status: int, code: str, target: str) -> bytes:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the proxy by hand: every GET answers 503 SlowDown `--slowdown` times first."""
-    parser = argparse.ArgumentParser(prog="python -m lorapack.testing.faultproxy")
+    parser = argparse.ArgumentParser(prog="python -m lorapack_testworld.faultproxy")
     parser.add_argument("--upstream", required=True, help="e.g. http://127.0.0.1:8333")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--slowdown", type=int, default=0, help="503 SlowDown this many GETs")

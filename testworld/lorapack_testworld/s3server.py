@@ -1,7 +1,7 @@
 """The loopback S3 server of the test world: SeaweedFS (`weed server -s3`) on 127.0.0.1.
 
 Used by the pytest fixtures (tests/fixtures/s3.py), the demo and the benchmarks; run it by hand
-with `python -m lorapack.testing.s3server` (prints the endpoint and credentials to export).
+with `python -m lorapack_testworld.s3server` (prints the endpoint and credentials to export).
 
 The `weed` binary is built from the Go module proxy by hack/build-tools.sh (wrapper module
 hack/tools/seaweedfs) into $LORAPACK_CACHE/bin/seaweedfs-<version>-<go.sum hash>/; set
@@ -39,6 +39,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from lorapack.clients.s3 import ObjectInfo, S3Settings
+from lorapack_testworld.paths import REPO_ROOT
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client as Boto3S3Client
@@ -54,7 +55,7 @@ REGION: Final = "us-east-1"
 READER_BUCKET: Final = "public"
 _ADMIN = ("lorapackadmin", "lorapack-admin-secret-key-for-tests")
 _READER = ("lorapackreader", "lorapack-reader-secret-key-for-tests")
-_REPO = Path(__file__).resolve().parents[3]
+_REPO = REPO_ROOT
 MiB: Final = 2**20
 
 
@@ -361,7 +362,7 @@ def running_s3_server(workdir: Path | None = None) -> Iterator[S3Server]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m lorapack.testing.s3server",
+        prog="python -m lorapack_testworld.s3server",
         description="Run the loopback S3 server (SeaweedFS) until Ctrl-C.",
     )
     parser.add_argument("--port", type=int, default=8333, help="S3 port (0: any free port)")

@@ -4,7 +4,7 @@ One ECDSA P-256 CA signs the API server's serving certificate (localhost / 127.0
 every client certificate (admin in system:masters, the controller-manager and the scheduler under
 their bootstrap RBAC identities); a second CA signs the aggregation layer's front-proxy client, as
 kubeadm sets it up, and a separate key pair signs service-account tokens. Certificates
-live a week: a dev cluster never outlives that. Called by `lorapack.devcluster.cluster`.
+live a week: a dev cluster never outlives that. Called by `lorapack_testworld.devcluster.cluster`.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 with the kernel's start time so a later `stop` (possibly from another Python process, through the
 state file) signals exactly the processes it started and never a recycled PID. `listening_sockets`
 reads /proc to list what a set of PIDs listens on, which is how the cluster proves everything is
-on 127.0.0.1 and that nothing is left behind. Used by `lorapack.devcluster.cluster`.
+on 127.0.0.1 and that nothing is left behind. Used by `lorapack_testworld.devcluster.cluster`.
 """
 
 from __future__ import annotations

@@ -19,14 +19,14 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import generate_latest
 
-from lorapack.testing.enginedouble.adapters import max_position_embeddings, model_dims
-from lorapack.testing.enginedouble.messages import (
+from lorapack_testworld.enginedouble.adapters import max_position_embeddings, model_dims
+from lorapack_testworld.enginedouble.messages import (
     ENGINE_DEAD_MESSAGE,
     error_response,
     json_response,
 )
-from lorapack.testing.enginedouble.routes import OpenAIRoutes
-from lorapack.testing.enginedouble.state import Faults
+from lorapack_testworld.enginedouble.routes import OpenAIRoutes
+from lorapack_testworld.enginedouble.state import Faults
 
 __all__ = ["ALLOWED_MAX_LORA_RANKS", "EngineDouble", "EngineDoubleStartupError"]
 

@@ -1,6 +1,6 @@
 """`make demo`: the newcomer's tour, on this machine, with nothing but Go and Python.
 
-`python -m lorapack.testing.demo up` starts the local control plane (simulated L20 GPU nodes),
+`python -m lorapack_testworld.demo up` starts the local control plane (simulated L20 GPU nodes),
 the loopback S3 server holding real PEFT adapters of a tiny Llama, the pod simulator (an agent
 and an engine double per pool pod) with its gateway, and the operator; applies
 `examples/demo/` (one pool, three teams' adapters in three namespaces, one deliberately invalid
@@ -22,11 +22,12 @@ from typing import Any
 import httpx
 import yaml
 
-from lorapack.devcluster import DevCluster
-from lorapack.devcluster.tools import cache_root
-from lorapack.testing.stack import Stack
+from lorapack_testworld.devcluster import DevCluster
+from lorapack_testworld.devcluster.tools import cache_root
+from lorapack_testworld.paths import REPO_ROOT
+from lorapack_testworld.stack import Stack
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = REPO_ROOT
 EXAMPLES = ROOT / "examples" / "demo"
 BUCKET = "demo-adapters"
 PLACEHOLDER_ENDPOINT = "http://127.0.0.1:9000"
@@ -238,7 +239,7 @@ def down(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lorapack.testing.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m lorapack_testworld.demo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     start = sub.add_parser("up", help="start the demo")
     start.add_argument("--timeout", type=float, default=180.0)

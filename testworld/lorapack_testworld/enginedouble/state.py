@@ -22,7 +22,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge
 
-from lorapack.testing.enginedouble.adapters import (
+from lorapack_testworld.enginedouble.adapters import (
     AdapterFiles,
     AdapterInvalid,
     AdapterNotFound,

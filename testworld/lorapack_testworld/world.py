@@ -1,4 +1,4 @@
-"""`python -m lorapack.testing.world`: the pod simulator and the gateway as one background process.
+"""`python -m lorapack_testworld.world`: the pod simulator and the gateway as one process.
 
 The integration tier and `make demo` start it next to the operator. It writes
 `<workdir>/world.json` ({"gateway": url, "admin": url, "pid": n}) once it is up, and serves a
@@ -28,8 +28,8 @@ from typing import Any
 from aiohttp import web
 
 from lorapack.clients.kube import KubeClient
-from lorapack.testing.gateway import Gateway
-from lorapack.testing.podsim import PodRuntime, PodSimulator, free_port
+from lorapack_testworld.gateway import Gateway
+from lorapack_testworld.podsim import PodRuntime, PodSimulator, free_port
 
 __all__ = ["main", "serve"]
 
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 def _real_engine_starter(model_dir: Path) -> Any:
     """A PodSimulator engine starter running the real vLLM CPU engine for one pod."""
-    from lorapack.testing import realvllm
+    from lorapack_testworld import realvllm
 
     async def start(
         runtime: PodRuntime, pod: Mapping[str, Any], served: str, flags: list[str]
@@ -128,7 +128,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lorapack.testing.world", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m lorapack_testworld.world", description=__doc__)
     parser.add_argument("--kubeconfig", type=Path, required=True)
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--model-dir", type=Path, default=None)

@@ -7,7 +7,7 @@ installs lorapack's CRDs and creates fake GPU nodes that kwok keeps Ready and wh
 runs through lorapack's own stages (*.yaml next to this module). `stop()` sends SIGTERM, then
 SIGKILL, to exactly the processes it started and checks that none of their ports still listens.
 
-Used by the pytest fixtures (tests/fixtures/cluster.py), `python -m lorapack.devcluster`
+Used by the pytest fixtures (tests/fixtures/cluster.py), `python -m lorapack_testworld.devcluster`
 (`make cluster-up` / `make cluster-down`) and the demo.
 """
 
@@ -29,21 +29,21 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
-from lorapack.devcluster.nodes import (
+from lorapack_testworld.devcluster.nodes import (
     DEFAULT_NODES,
     KWOK_NODE_ANNOTATION,
     NodeShape,
     node_manifests,
 )
-from lorapack.devcluster.pki import Pki, write_kubeconfig
-from lorapack.devcluster.processes import (
+from lorapack_testworld.devcluster.pki import Pki, write_kubeconfig
+from lorapack_testworld.devcluster.processes import (
     ProcessRecord,
     free_port,
     listening_sockets,
     spawn,
     stop_processes,
 )
-from lorapack.devcluster.tools import REPO_ROOT, Tools
+from lorapack_testworld.devcluster.tools import REPO_ROOT, Tools
 
 __all__ = [
     "DEFAULT_CRDS_DIR",
@@ -53,7 +53,7 @@ __all__ = [
     "DevCluster",
 ]
 
-log = logging.getLogger("lorapack.devcluster")
+log = logging.getLogger("lorapack_testworld.devcluster")
 
 DEFAULT_CRDS_DIR: Final = REPO_ROOT / "crds"
 # Documentation ranges (RFC 5737) that are neither loopback (EndpointSlices reject 127/8) nor
@@ -260,7 +260,7 @@ class DevCluster:
                 str(tools.kwok),
                 f"--kubeconfig={self.kubeconfig}",
                 f"--config={','.join(str(s) for s in stages)}",
-                # Only the nodes lorapack.devcluster.nodes creates (they carry the annotation).
+                # Only the nodes devcluster.nodes creates (they carry the annotation).
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-annotation-selector={'='.join(KWOK_NODE_ANNOTATION)}",
                 f"--cidr={POD_CIDR}",
@@ -491,7 +491,7 @@ def _prepare_workdir(workdir: Path) -> None:
         if any(r.alive() for r in records):
             raise ClusterError(
                 f"a devcluster is already running in {workdir}: stop it first "
-                "(python -m lorapack.devcluster down)"
+                "(python -m lorapack_testworld.devcluster down)"
             )
         state.unlink()
     for stale in ("etcd", "pki", "logs", "kwok", "controller-manager", "scheduler"):

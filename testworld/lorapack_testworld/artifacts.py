@@ -2,7 +2,7 @@
 
 tests/fixtures/artifacts.py, the engine contract suite, benches and the demo call
 `artifacts_dir()` / `load_index()`. The files are made by hack/make_artifacts.py, which needs
-torch, transformers and peft, so it runs under the vLLM venv's python (lorapack.testing.realvllm
+torch, transformers and peft, so it runs under the vLLM venv's python (lorapack_testworld.realvllm
 finds or builds that venv). They are cached outside the repository in
 `$LORAPACK_CACHE/artifacts/<first 16 hex digits of the generator's sha256>/`: a changed
 generator gets a fresh folder, an unchanged one is never rebuilt. `LORAPACK_ARTIFACTS_DIR`
@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lorapack.testing.realvllm import vllm_python
+from lorapack_testworld.paths import REPO_ROOT
+from lorapack_testworld.realvllm import vllm_python
 
 __all__ = [
     "GENERATOR",
@@ -32,7 +33,7 @@ __all__ = [
     "load_index",
 ]
 
-GENERATOR = Path(__file__).resolve().parents[3] / "hack" / "make_artifacts.py"
+GENERATOR = REPO_ROOT / "hack" / "make_artifacts.py"
 
 
 class ArtifactsError(RuntimeError):

@@ -2,14 +2,14 @@
 
 kwok makes pool pods Running on fake GPU nodes, but nothing runs in them. For every running pool
 pod this simulator starts what the pod template describes, on 127.0.0.1:
-* the engine: the engine double (`lorapack.testing.enginedouble`) with the pod's own `vllm serve`
+* the engine: the engine double (`lorapack_testworld.enginedouble`) with the pod's own `vllm serve`
   flags, or a real vLLM CPU engine for pods of the pools named in `real_engine_pools`;
 * the agent: `lorapack agent` with the pod's environment (POD_NAME, the pool's S3 credentials
   resolved from the Secret the pod references), a cache folder that survives agent restarts but
   not pod re-creation (an emptyDir), and by default the pool's own ServiceAccount token, so the
   agent runs with exactly the RBAC lorapack gives it in a real cluster.
 When a pod is deleted or re-created (new UID) both processes stop and a fresh pair starts. The
-pod-IP -> engine URL map lets `lorapack.testing.gateway` route by EndpointSlices as kube-proxy
+pod-IP -> engine URL map lets `lorapack_testworld.gateway` route by EndpointSlices as kube-proxy
 would. Used by the integration tier, the benchmarks and `make demo`.
 """
 
@@ -260,7 +260,7 @@ class PodSimulator:
         argv = [
             sys.executable,
             "-m",
-            "lorapack.testing.enginedouble",
+            "lorapack_testworld.enginedouble",
             "serve",
             str(self.model_dir) if self.model_dir else served,
             "--served-model-name",

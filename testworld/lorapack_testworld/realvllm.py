@@ -2,7 +2,7 @@
 
 Used by tests/fixtures/engines.py (the session-scoped `real_vllm` fixture) and by bench scripts.
 The engine runs under the vLLM venv's python (hack/vllm-env.sh builds it outside the repository)
-through lorapack/testing/vllm_launcher.py, which applies the console-script workaround of
+through lorapack_testworld/vllm_launcher.py, which applies the console-script workaround of
 vllm-lora-contract.md section 11.2. The environment is the one of section 11.3: loopback only
 (VLLM_HOST_IP=127.0.0.1), no hub access (HF_HUB_OFFLINE=1), runtime LoRA updating on unless asked
 otherwise, 1 GiB of KV cache (VLLM_CPU_KVCACHE_SPACE=1).
@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from lorapack_testworld.paths import REPO_ROOT
+
 __all__ = [
     "LAUNCHER",
     "RealVllm",
@@ -42,7 +44,7 @@ __all__ = [
 ]
 
 LAUNCHER = Path(__file__).with_name("vllm_launcher.py")
-_REPO_ROOT = Path(__file__).resolve().parents[3]
+_REPO_ROOT = REPO_ROOT
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 

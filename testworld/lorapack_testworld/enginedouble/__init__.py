@@ -33,7 +33,7 @@ load_delay_s, fail_next_loads (500s), completion_delay_s (keeps requests in flig
 adapter, like an engine restart). `GET /_double/state` shows registry, caches and in-flight work.
 
 Embed it with `EngineDouble(...)`, `await start()`, `.url`, `await stop()`, or run it like
-`vllm serve`: `python -m lorapack.testing.enginedouble serve MODEL --enable-lora ...`.
+`vllm serve`: `python -m lorapack_testworld.enginedouble serve MODEL --enable-lora ...`.
 
 Modules, bottom up: `messages` (error texts, redaction, response builders), `adapters` (adapter
 folder validation), `bodies` (request bodies, FastAPI validation errors), `state` (registry,
@@ -44,14 +44,14 @@ CPU LRU, GPU slots, scheduling, metrics, faults), `completions` (completion bodi
 
 from __future__ import annotations
 
-from lorapack.testing.enginedouble.app import (
+from lorapack_testworld.enginedouble.app import (
     ALLOWED_MAX_LORA_RANKS,
     EngineDouble,
     EngineDoubleStartupError,
 )
-from lorapack.testing.enginedouble.cli import main
-from lorapack.testing.enginedouble.messages import ENGINE_DEAD_MESSAGE, sanitize_message
-from lorapack.testing.enginedouble.state import Faults
+from lorapack_testworld.enginedouble.cli import main
+from lorapack_testworld.enginedouble.messages import ENGINE_DEAD_MESSAGE, sanitize_message
+from lorapack_testworld.enginedouble.state import Faults
 
 __all__ = [
     "ALLOWED_MAX_LORA_RANKS",
