@@ -10,8 +10,9 @@ from lorapack.api import conditions as c
 from lorapack.api.basemodelpool import BaseModelPool
 from lorapack.api.loraadapter import ArtifactStatus, LoraAdapter
 from lorapack.api.meta import Condition
+from lorapack.issues import Issue
 from lorapack.planning.pods import observe_pod
-from lorapack.status.adapter import AdapterFacts, Issue, compute_adapter_status
+from lorapack.status.adapter import AdapterFacts, compute_adapter_status
 from lorapack.status.conditions import Verdict, kstatus_conditions, set_condition
 from lorapack.status.pool import PoolFacts, compute_pool_status
 from tests.builders import make_adapter, make_pool

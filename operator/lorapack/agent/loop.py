@@ -414,7 +414,12 @@ class Agent:
                 return False
             if track.state not in ("Loaded", "Failed"):
                 return False
-        return not any(t.state == "Unloading" for t in self._tracks.values())
+        # An adapter no longer wanted is not synced until it is gone: its unload task may not
+        # have started yet (the track still says Loaded), so test membership, not the state.
+        wanted = {entry.served_name for entry in desired.adapters}
+        return not any(
+            name not in wanted or t.state == "Unloading" for name, t in self._tracks.items()
+        )
 
     async def _report(self, message: str = "") -> None:
         # One report at a time, computed under the lock: two overlapping patches could land in

@@ -27,10 +27,11 @@ from lorapack.handlers import metrics
 from lorapack.handlers.adapters_io import KubeWriter
 from lorapack.handlers.pools import Index, _values
 from lorapack.handlers.runtime import Runtime
+from lorapack.issues import Issue
 from lorapack.manifests.routing import adapter_service, endpoint_url
 from lorapack.planning.admission import candidate_pools, pool_key
 from lorapack.reconcilers.adapter import ValidationResult, validate_adapter
-from lorapack.status.adapter import AdapterFacts, Issue, compute_adapter_status
+from lorapack.status.adapter import AdapterFacts, compute_adapter_status
 from lorapack.status.conditions import Verdict, kstatus_conditions, now_rfc3339
 
 

@@ -8,21 +8,13 @@ the pool reconciler when it builds the planner's snapshot. Every refusal is an `
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from lorapack.api import conditions as c
 from lorapack.api.basemodelpool import BaseModelPool
 from lorapack.api.loraadapter import LoraAdapter
+from lorapack.issues import Issue
 
-__all__ = ["Refusal", "allows_namespace", "candidate_pools", "pool_key", "served_name_conflict"]
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """Why an adapter cannot use any pool (or its served name)."""
-
-    reason: str
-    message: str
+__all__ = ["allows_namespace", "candidate_pools", "pool_key", "served_name_conflict"]
 
 
 def pool_key(pool: BaseModelPool) -> str:
@@ -40,7 +32,7 @@ def allows_namespace(pool: BaseModelPool, namespace: str) -> bool:
 
 def candidate_pools(
     adapter: LoraAdapter, pools: Sequence[BaseModelPool]
-) -> tuple[list[BaseModelPool], Refusal | None]:
+) -> tuple[list[BaseModelPool], Issue | None]:
     """Pools that may serve the adapter (sorted by key), or why there are none."""
     live = [p for p in pools if p.metadata.deletion_timestamp is None]
     ref = adapter.spec.pool_ref
@@ -50,20 +42,20 @@ def candidate_pools(
         ref_ns = ref.namespace or namespace
         pinned = [p for p in live if (p.metadata.namespace, p.metadata.name) == (ref_ns, ref.name)]
         if not pinned:
-            return [], Refusal(
+            return [], Issue(
                 c.POOL_NOT_FOUND,
                 f"spec.poolRef names BaseModelPool {ref_ns}/{ref.name}, which does not exist: "
                 "fix spec.poolRef or remove it to let lorapack choose a pool",
             )
         pool = pinned[0]
         if pool.spec.base_model.name != base:
-            return [], Refusal(
+            return [], Issue(
                 c.BASE_MODEL_MISMATCH,
                 f"spec.poolRef {pool_key(pool)} serves {pool.spec.base_model.name}, not "
                 f"spec.baseModel {base}",
             )
         if not allows_namespace(pool, namespace):
-            return [], Refusal(
+            return [], Issue(
                 c.NAMESPACE_NOT_ALLOWED,
                 f"BaseModelPool {pool_key(pool)} does not admit adapters from namespace "
                 f"{namespace}: ask its owners to add it to spec.adapters.allowedNamespaces",
@@ -73,7 +65,7 @@ def candidate_pools(
     if not same_base:
         served = sorted({p.spec.base_model.name for p in live})
         known = f" (pools serve: {', '.join(served)})" if served else ""
-        return [], Refusal(
+        return [], Issue(
             c.NO_POOL,
             f"no BaseModelPool serves base model {base}{known}: check spec.baseModel or ask "
             "the platform team for a pool",
@@ -81,7 +73,7 @@ def candidate_pools(
     allowed = [p for p in same_base if allows_namespace(p, namespace)]
     if not allowed:
         names = ", ".join(pool_key(p) for p in same_base)
-        return [], Refusal(
+        return [], Issue(
             c.NAMESPACE_NOT_ALLOWED,
             f"pools serving {base} ({names}) do not admit adapters from namespace {namespace}: "
             "ask their owners to add it to spec.adapters.allowedNamespaces",
@@ -95,12 +87,12 @@ def _key(adapter: LoraAdapter) -> str:
 
 def served_name_conflict(
     adapter: LoraAdapter, others: Sequence[LoraAdapter], base_model_names: Sequence[str]
-) -> Refusal | None:
+) -> Issue | None:
     """The served name must be unique among adapters of the same base model; the adapter created
     first keeps it. It must not equal a served base-model name (vLLM refuses that)."""
     name = adapter.served_name
     if name in base_model_names:
-        return Refusal(
+        return Issue(
             c.SERVED_NAME_CONFLICT,
             f"served name {name!r} is the base model's own name: set spec.servedName to "
             "something else",
@@ -116,7 +108,7 @@ def served_name_conflict(
         if other.metadata.deletion_timestamp is not None or other.served_name != name:
             continue
         if age(other) < me:
-            return Refusal(
+            return Issue(
                 c.SERVED_NAME_CONFLICT,
                 f"served name {name!r} is already used by LoraAdapter {_key(other)} on base "
                 f"model {adapter.spec.base_model}: set a unique spec.servedName",

@@ -25,6 +25,7 @@ from lorapack.api.basemodelpool import ALLOWED_LORA_RANKS, BaseModelPoolSpec
 from lorapack.api.loraadapter import LoraAdapterSpec
 from lorapack.api.meta import parse_quantity
 from lorapack.errors import InvalidSpec
+from lorapack.issues import Issue
 from lorapack.sizing.adapters import ALL_LINEAR, resolve_target_modules
 from lorapack.sizing.catalog import lookup_model
 
@@ -34,7 +35,6 @@ __all__ = [
     "SAFETENSORS_FILE",
     "ArtifactFacts",
     "ArtifactFile",
-    "Problem",
     "check_for_pool",
     "inspect_artifact",
     "is_hub_id",
@@ -82,15 +82,6 @@ class ArtifactFacts:
     """Every file name, sorted (spec.digests keys must be among them)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """Something that stops the adapter being served, and what to change."""
-
-    reason: str
-    """A reason from lorapack.api.conditions."""
-    message: str
-
-
 def manifest_digest(files: Iterable[ArtifactFile]) -> str:
     """ "sha256:<hex>" over the sorted (path, size, etag, versionId) of the files: names the
     version pods hold without reading the content."""
@@ -104,8 +95,8 @@ def is_hub_id(value: str) -> bool:
     return bool(_HUB_ID.match(value)) and not value.startswith(".")
 
 
-def _unsupported(message: str) -> Problem:
-    return Problem(conditions.UNSUPPORTED_ADAPTER, message)
+def _unsupported(message: str) -> Issue:
+    return Issue(conditions.UNSUPPORTED_ADAPTER, message)
 
 
 def _positive_int(value: object) -> int | None:
@@ -115,7 +106,7 @@ def _positive_int(value: object) -> int | None:
     return value
 
 
-def _rank(config: Mapping[str, Any], problems: list[Problem]) -> int | None:
+def _rank(config: Mapping[str, Any], problems: list[Issue]) -> int | None:
     """max(r, rank_pattern values), or None (with a problem) when they are not ranks."""
     raw = config.get("r")
     rank = _positive_int(raw)
@@ -150,9 +141,9 @@ def _rank(config: Mapping[str, Any], problems: list[Problem]) -> int | None:
     return rank
 
 
-def _refusals(config: Mapping[str, Any]) -> list[Problem]:
+def _refusals(config: Mapping[str, Any]) -> list[Issue]:
     """The adapter_config.json settings vLLM cannot serve (§5.2, §5.3)."""
-    problems: list[Problem] = []
+    problems: list[Issue] = []
     peft_type = config.get("peft_type")
     if peft_type is not None and str(peft_type).upper() != "LORA":
         problems.append(
@@ -222,19 +213,19 @@ def _weights(files: Sequence[ArtifactFile]) -> Literal["safetensors", "pickle", 
 
 def inspect_artifact(
     config: Mapping[str, Any] | None, files: Sequence[ArtifactFile]
-) -> tuple[ArtifactFacts | None, list[Problem]]:
+) -> tuple[ArtifactFacts | None, list[Issue]]:
     """The facts of an adapter from its adapter_config.json (None: there is none) and file
     listing, and every problem vLLM would refuse it for, whatever the pool. Facts are None
     when the config does not even say the rank."""
     if config is None:
         return None, [
-            Problem(
+            Issue(
                 conditions.ARTIFACT_NOT_FOUND,
                 f"no {CONFIG_FILE} under the adapter's source: upload the folder PEFT's "
                 f"save_pretrained writes ({CONFIG_FILE} and {SAFETENSORS_FILE})",
             )
         ]
-    problems: list[Problem] = []
+    problems: list[Issue] = []
     missing = [f for f in ("r", "lora_alpha", "target_modules") if config.get(f) is None]
     if missing:
         problems.append(
@@ -248,7 +239,7 @@ def inspect_artifact(
     weights = _weights(files)
     if weights == "none":
         problems.append(
-            Problem(
+            Issue(
                 conditions.NO_WEIGHTS,
                 f"no {SAFETENSORS_FILE} (or {' / '.join(PICKLE_FILES)}) next to {CONFIG_FILE}: "
                 "upload the weights file save_pretrained wrote",
@@ -284,7 +275,7 @@ def _size_text(nbytes: int) -> str:
     return f"{nbytes} B"
 
 
-def _module_problem(facts: ArtifactFacts, pool: BaseModelPoolSpec) -> Problem | None:
+def _module_problem(facts: ArtifactFacts, pool: BaseModelPoolSpec) -> Issue | None:
     """Target modules the pool's model cannot take a LoRA on, when the model is known."""
     modules = facts.target_modules
     if not modules or (
@@ -304,15 +295,15 @@ def _module_problem(facts: ArtifactFacts, pool: BaseModelPoolSpec) -> Problem | 
 
 def check_for_pool(
     facts: ArtifactFacts, adapter: LoraAdapterSpec, pool: BaseModelPoolSpec
-) -> list[Problem]:
+) -> list[Issue]:
     """Whether one pool can serve the adapter: rank, declared rank, pickle, size, digests,
     target modules and base model. Empty when it can."""
-    problems: list[Problem] = []
+    problems: list[Issue] = []
     limit = pool.engine.max_lora_rank
     if facts.rank > limit:
         wanted = next((r for r in ALLOWED_LORA_RANKS if r >= facts.rank), ALLOWED_LORA_RANKS[-1])
         problems.append(
-            Problem(
+            Issue(
                 conditions.RANK_TOO_LARGE,
                 f"adapter rank {facts.rank} is above the pool's engine.maxLoraRank {limit}: "
                 f"retrain with r <= {limit} or use a pool with maxLoraRank {wanted}",
@@ -320,7 +311,7 @@ def check_for_pool(
         )
     if adapter.rank is not None and adapter.rank != facts.rank:
         problems.append(
-            Problem(
+            Issue(
                 conditions.RANK_MISMATCH,
                 f"spec.rank is {adapter.rank} but {CONFIG_FILE} says {facts.rank} (the largest "
                 "of r and rank_pattern): fix spec.rank, or point spec.source at the adapter "
@@ -329,7 +320,7 @@ def check_for_pool(
         )
     if facts.weights == "pickle" and not pool.adapters.allow_pickle:
         problems.append(
-            Problem(
+            Issue(
                 conditions.PICKLE_NOT_ALLOWED,
                 f"the weights are only in pickle files ({' / '.join(PICKLE_FILES)}), which the "
                 f"pool refuses: re-save with save_pretrained(safe_serialization=True) to get "
@@ -341,7 +332,7 @@ def check_for_pool(
         largest = parse_quantity(pool.adapters.max_adapter_size)
         if facts.size_bytes > largest:
             problems.append(
-                Problem(
+                Issue(
                     conditions.ADAPTER_TOO_LARGE,
                     f"the adapter's files take {_size_text(facts.size_bytes)}, above the pool's "
                     f"spec.adapters.maxAdapterSize {pool.adapters.max_adapter_size}: save it in "
@@ -350,7 +341,7 @@ def check_for_pool(
             )
     if facts.size_bytes > cache:
         problems.append(
-            Problem(
+            Issue(
                 conditions.ADAPTER_TOO_LARGE,
                 f"the adapter's files take {_size_text(facts.size_bytes)}, more than a pod's "
                 f"adapter cache (spec.adapters.cacheSize {pool.adapters.cache_size}): save it in "
@@ -361,7 +352,7 @@ def check_for_pool(
     for name in sorted(adapter.digests):
         if name not in present:
             problems.append(
-                Problem(
+                Issue(
                     conditions.DIGEST_MISMATCH,
                     f"spec.digests names {name}, which is not among the adapter's files "
                     f"({', '.join(facts.paths) or 'none'}): fix the key or upload the file",
@@ -379,7 +370,7 @@ def check_for_pool(
         and recorded.lower() != served.lower()
     ):
         problems.append(
-            Problem(
+            Issue(
                 conditions.BASE_MODEL_MISMATCH,
                 f"{CONFIG_FILE} says the adapter was trained on {recorded}, but the pool serves "
                 f"{served}: fix spec.baseModel to the model it was trained on, or retrain it on "

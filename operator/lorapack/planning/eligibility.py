@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from lorapack.api import conditions
 from lorapack.api.basemodelpool import ALLOWED_LORA_RANKS
-from lorapack.planning.plan import Unplaceable
+from lorapack.issues import Issue
 from lorapack.planning.snapshot import AdapterView, PoolView
 
 __all__ = ["Eligible", "accepts", "eligible", "pools_full", "size_limit", "too_large"]
@@ -36,20 +36,20 @@ def eligible(
     namespace: str,
     pools_by_key: Mapping[str, PoolView],
     by_model: Mapping[str, list[PoolView]],
-) -> Eligible | Unplaceable:
+) -> Eligible | Issue:
     """Pools the adapter may use, or why none; checks in the order a person would fix them.
     `pools_by_key` holds every pool by key, `by_model` the pools serving each base model."""
     base = adapter.base_model
     if adapter.pool_ref is not None:
         pinned = pools_by_key.get(adapter.pool_ref)
         if pinned is None:
-            return Unplaceable(
+            return Issue(
                 conditions.POOL_NOT_FOUND,
                 f"spec.poolRef names pool {adapter.pool_ref}, which does not exist: fix "
                 f"spec.poolRef, or remove it to let lorapack choose a pool serving {base}",
             )
         if pinned.base_model != base:
-            return Unplaceable(
+            return Issue(
                 conditions.BASE_MODEL_MISMATCH,
                 f"spec.poolRef names pool {pinned.key}, which serves {pinned.base_model}, "
                 f"not {base}: fix spec.baseModel or spec.poolRef",
@@ -60,14 +60,14 @@ def eligible(
         if not pools:
             served = sorted(by_model)
             known = f" (pools serve: {', '.join(served)})" if served else ""
-            return Unplaceable(
+            return Issue(
                 conditions.NO_POOL,
                 f"no BaseModelPool serves base model {base}{known}: fix spec.baseModel, "
                 f"or ask the platform team for a pool with spec.baseModel.name {base}",
             )
     allowed = [p for p in pools if p.allows_namespace(namespace)]
     if not allowed:
-        return Unplaceable(
+        return Issue(
             conditions.NAMESPACE_NOT_ALLOWED,
             f"namespace {namespace} may not use {_names(pools)} "
             f"(spec.adapters.allowedNamespaces): ask the platform team to add {namespace} "
@@ -77,7 +77,7 @@ def eligible(
     if not ranked:
         highest = max(p.max_lora_rank for p in allowed)
         scope = "the pool's" if len(allowed) == 1 else "every pool's"
-        return Unplaceable(
+        return Issue(
             conditions.RANK_TOO_LARGE,
             f"adapter rank {adapter.rank} is above {scope} engine.maxLoraRank for {base} "
             f"(highest: {highest}): retrain with r <= {highest} or ask for a pool with "
@@ -88,7 +88,7 @@ def eligible(
     wide = [p for p in ranked if adapter.min_replicas <= p.max_replicas]
     if not wide:
         most = max(p.max_replicas for p in ranked)
-        return Unplaceable(
+        return Issue(
             conditions.POOL_AT_MAX_REPLICAS,
             f"spec.replicas.min is {adapter.min_replicas}, but {_names(ranked)} can run at "
             f"most {most} pods (spec.replicas.max) and copies need distinct pods: lower "
@@ -98,9 +98,9 @@ def eligible(
     return Eligible(keys=tuple(p.key for p in wide), limits=limits, largest=max(limits))
 
 
-def too_large(adapter: AdapterView, found: Eligible) -> Unplaceable:
+def too_large(adapter: AdapterView, found: Eligible) -> Issue:
     """Every pool that takes the adapter otherwise is too small for its files."""
-    return Unplaceable(
+    return Issue(
         conditions.ADAPTER_TOO_LARGE,
         f"adapter files take {_size_text(adapter.size_bytes)}, more than "
         f"{', '.join(found.keys)} accept (largest: {_size_text(int(found.largest))}; "
@@ -109,12 +109,12 @@ def too_large(adapter: AdapterView, found: Eligible) -> Unplaceable:
     )
 
 
-def pools_full(view: AdapterView, pools: list[PoolView]) -> Unplaceable:
+def pools_full(view: AdapterView, pools: list[PoolView]) -> Issue:
     """The pools that may serve the adapter have no room for its copies at replicas.max."""
     limits = ", ".join(f"{p.key} (replicas.max {p.max_replicas})" for p in pools)
     what = "the pool that can serve it is" if len(pools) == 1 else "the pools that can serve it are"
     copies = "1 copy" if view.min_replicas == 1 else f"{view.min_replicas} copies"
-    return Unplaceable(
+    return Issue(
         conditions.POOL_AT_MAX_REPLICAS,
         f"no room for {copies}: {what} full at replicas.max: {limits}: ask the platform "
         "team to raise replicas.max, or free room by lowering other adapters' replicas",

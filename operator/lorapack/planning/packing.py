@@ -51,7 +51,6 @@ from lorapack.planning.plan import (
     PlacementPolicy,
     PoolPlan,
     Replicas,
-    Unplaceable,
 )
 from lorapack.planning.snapshot import Slot, Snapshot
 
@@ -67,7 +66,6 @@ __all__ = [
     "PlacementPlan",
     "PlacementPolicy",
     "PoolPlan",
-    "Unplaceable",
     "plan_placement",
 ]
 

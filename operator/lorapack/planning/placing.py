@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 
 from lorapack.api import conditions
+from lorapack.issues import Issue
 from lorapack.planning.eligibility import pools_full
-from lorapack.planning.plan import Unplaceable
 from lorapack.planning.planner import PlannerBase
 from lorapack.planning.scaling import EPSILON, dominant_share
 from lorapack.planning.snapshot import PoolView
@@ -182,7 +182,7 @@ class PlaceMissing(PlannerBase):
         self.home[key] = pool_key
         self.added.setdefault(key, []).extend((pool_key, o) for o in placed)
         if total < view.min_replicas:
-            self.unplaceable[key] = Unplaceable(
+            self.unplaceable[key] = Issue(
                 conditions.POOL_AT_MAX_REPLICAS,
                 f"only {total} of spec.replicas.min={view.min_replicas} copies fit: pool "
                 f"{pool_key} is at replicas.max ({state.pool.max_replicas} pods) with no room on "

@@ -2,7 +2,7 @@
 
 `plan_placement` (`planning.packing`) returns a `PlacementPlan`: per pool a `PoolPlan` (pods to
 run and what each holds, old copies kept until their replacement serves), adapter -> pool and
-copies, `Unplaceable` reasons with the fix, `Move`s with their reason, and warnings.
+copies, `Issue` reasons with the fix, `Move`s with their reason, and warnings.
 `PlacementPolicy` holds the trade-offs a run makes. Read by the pool reconciler, `lorapack
 plan` and bench/placement.py; built by the planner's passes.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
+from lorapack.issues import Issue
 from lorapack.planning.snapshot import Slot
 
 __all__ = [
@@ -29,7 +30,6 @@ __all__ = [
     "PlacementPolicy",
     "PoolPlan",
     "Replicas",
-    "Unplaceable",
 ]
 
 # Why a copy left its pod (Move.reason).
@@ -54,15 +54,6 @@ class PlacementPolicy:
     """A drain may move at most this many already placed copies per unit of pod cost (GPUs)
     it saves; moving an adapter costs a download and a load, a pod costs a GPU for as long as
     it runs."""
-
-
-@dataclass(frozen=True, slots=True)
-class Unplaceable:
-    """Why an adapter has no (or not enough) copies, and what to change."""
-
-    reason: str
-    """A reason from lorapack.api.conditions, e.g. RankTooLarge."""
-    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +91,7 @@ class PlacementPlan:
     pools: Mapping[str, PoolPlan]
     adapter_pool: Mapping[str, str]
     """adapter -> pool serving it, for adapters with at least one copy."""
-    unplaceable: Mapping[str, Unplaceable]
+    unplaceable: Mapping[str, Issue]
     """Adapters with fewer than replicas.min copies (those with some keep them)."""
     replicas: Mapping[str, int]
     """adapter -> copies placed (leaving copies not counted)."""

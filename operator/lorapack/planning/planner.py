@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from lorapack.issues import Issue
 from lorapack.planning.eligibility import Eligible, eligible, size_limit, too_large
-from lorapack.planning.plan import Move, PlacementPolicy, Unplaceable
+from lorapack.planning.plan import Move, PlacementPolicy
 from lorapack.planning.scaling import PoolState, copies_and_load
 from lorapack.planning.snapshot import (
     ALL_NAMESPACES,
@@ -80,7 +81,7 @@ class PlannerBase:
         self.several: set[str] = set()  # adapters (one pool) wanting more than one copy
         self.only_in: dict[str, set[str]] = {key: set() for key in self.pools}
         self.multi: dict[str, _Info] = {}
-        self.unplaceable: dict[str, Unplaceable] = {}
+        self.unplaceable: dict[str, Issue] = {}
         self.warnings: dict[str, str] = {}
         self.count: Counter[str] = Counter()
         self.home: dict[str, str] = {}
@@ -143,7 +144,7 @@ class PlannerBase:
                     budget=pool.load_budget,
                     members=self.only_in[pool.key],
                 )
-        memo: dict[tuple[str, str, int, str | None, int], Eligible | Unplaceable] = {}
+        memo: dict[tuple[str, str, int, str | None, int], Eligible | Issue] = {}
         pool_of, copies_of, load_of = self.pool_of, self.copies_of, self.load_of
         size_of, single_get = self.size_of, single.get
         for adapter in self.snapshot.adapters:
@@ -181,7 +182,7 @@ class PlannerBase:
     def _describe_slowly(
         self,
         adapter: AdapterView,
-        memo: dict[tuple[str, str, int, str | None, int], Eligible | Unplaceable],
+        memo: dict[tuple[str, str, int, str | None, int], Eligible | Issue],
     ) -> None:
         key = adapter.key
         namespace = adapter.namespace
@@ -195,7 +196,7 @@ class PlannerBase:
         found = memo.get(memo_key)
         if found is None:
             found = memo[memo_key] = eligible(adapter, namespace, self.pools, self.by_model)
-        if isinstance(found, Unplaceable):
+        if isinstance(found, Issue):
             self.unplaceable[key] = found
             return
         size = adapter.size_bytes

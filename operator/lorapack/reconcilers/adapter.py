@@ -19,10 +19,10 @@ from lorapack.api.basemodelpool import BaseModelPool
 from lorapack.api.loraadapter import ArtifactObject, ArtifactStatus, LoraAdapter
 from lorapack.api.meta import parse_s3_uri
 from lorapack.errors import AccessDenied, ArtifactNotFound, PermanentError
+from lorapack.issues import Issue
 from lorapack.planning.admission import candidate_pools, pool_key, served_name_conflict
 from lorapack.planning.artifact import ArtifactFile, check_for_pool, inspect_artifact
 from lorapack.reconcilers.ports import ArtifactStore
-from lorapack.status.adapter import Issue
 
 __all__ = ["CONFIG_FILE", "ValidationResult", "validate_adapter"]
 
@@ -54,12 +54,12 @@ async def validate_adapter(
     """Check the adapter for the current generation (raises RetryableError on S3 hiccups)."""
     candidates, refusal = candidate_pools(adapter, pools)
     if refusal is not None:
-        return _refused(adapter, Issue(refusal.reason, refusal.message))
+        return _refused(adapter, refusal)
     conflict = served_name_conflict(
         adapter, others, sorted({p.spec.base_model.name for p in candidates})
     )
     if conflict is not None:
-        return _refused(adapter, Issue(conflict.reason, conflict.message))
+        return _refused(adapter, conflict)
 
     source = adapter.spec.source.s3
     bucket, prefix = parse_s3_uri(source.uri)
@@ -71,7 +71,7 @@ async def validate_adapter(
     except AccessDenied as err:
         return _refused(adapter, Issue(c.ACCESS_DENIED, err.message))
     except PermanentError as err:  # a missing credentials Secret, a refused request...
-        return _refused(adapter, Issue(err.reason, err.message))
+        return _refused(adapter, Issue.of(err))
 
     pinned = source.version_ids
     files = [
@@ -101,7 +101,7 @@ async def validate_adapter(
                 adapter, first, bucket, prefix + CONFIG_FILE, config_file.version_id
             )
         except (ArtifactNotFound, AccessDenied) as err:
-            return _refused(adapter, Issue(err.reason, err.message))
+            return _refused(adapter, Issue.of(err))
         try:
             parsed = json.loads(raw[:MAX_CONFIG_BYTES])
         except ValueError as err:
@@ -117,7 +117,7 @@ async def validate_adapter(
 
     facts, problems = inspect_artifact(config, files)
     if problems or facts is None:
-        return _refused(adapter, *(Issue(p.reason, p.message) for p in problems))
+        return _refused(adapter, *(p for p in problems))
 
     accepted: list[BaseModelPool] = []
     first_problems: list[Issue] = []
@@ -126,7 +126,7 @@ async def validate_adapter(
         if not found:
             accepted.append(pool)
         elif not first_problems:
-            first_problems = [Issue(p.reason, p.message) for p in found]
+            first_problems = [p for p in found]
     if not accepted:
         return _refused(adapter, *first_problems)
 

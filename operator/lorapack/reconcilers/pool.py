@@ -29,6 +29,7 @@ from lorapack.api.basemodelpool import BaseModelPool, BaseModelPoolStatus
 from lorapack.api.loraadapter import LoraAdapter
 from lorapack.api.meta import parse_quantity, parse_s3_uri
 from lorapack.api.podstate import DesiredAdapter, DesiredState, FileSpec, S3Location
+from lorapack.issues import Issue
 from lorapack.manifests import pool as pool_manifests
 from lorapack.manifests.routing import endpoint_slice, slice_name
 from lorapack.planning.admission import pool_key
@@ -37,7 +38,6 @@ from lorapack.planning.pods import PodObservation, is_lost
 from lorapack.planning.rollout import AdapterVersion, Endpoint, choose_digests, endpoints_by_adapter
 from lorapack.planning.snapshot import AdapterView, PodView, Slot, Snapshot, pool_view
 from lorapack.reconcilers.ports import Presigner, Writer
-from lorapack.status.adapter import Issue
 from lorapack.status.conditions import now_rfc3339
 from lorapack.status.pool import PoolFacts, compute_pool_status
 
@@ -436,16 +436,14 @@ async def reconcile_pool(
         short = plan.unplaceable.get(key)
         placements[key] = AdapterPlacement(
             pool=me,
-            unplaceable=Issue(short.reason, short.message) if short else None,
+            unplaceable=short if short else None,
             desired=desired_pods,
             serving=serving_by_key.get(key, ()),
         )
     if _unplaceable_owner(world):
         for key, why in plan.unplaceable.items():
             if key not in placements and plan.adapter_pool.get(key) is None:
-                placements[key] = AdapterPlacement(
-                    pool=None, unplaceable=Issue(why.reason, why.message)
-                )
+                placements[key] = AdapterPlacement(pool=None, unplaceable=why)
     mine_keys = [k for k, p in placements.items() if p.pool == me]
     pending = sum(1 for k in mine_keys if placements[k].unplaceable is not None) + sum(
         1 for p in placements.values() if p.pool is None

@@ -19,18 +19,11 @@ from lorapack.api.loraadapter import (
     PlacementState,
     PlacementStatus,
 )
+from lorapack.issues import Issue
 from lorapack.planning.pods import PodObservation
 from lorapack.status.conditions import Verdict, kstatus_conditions
 
-__all__ = ["AdapterFacts", "Issue", "compute_adapter_status"]
-
-
-@dataclass(frozen=True)
-class Issue:
-    """A reason and a message that tell the team what to change."""
-
-    reason: str
-    message: str
+__all__ = ["AdapterFacts", "compute_adapter_status"]
 
 
 @dataclass(frozen=True)
