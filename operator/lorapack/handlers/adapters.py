@@ -1,7 +1,7 @@
 """LoraAdapter handlers: the per-adapter loop (validation, Service, status) and deletion.
 
 The loop validates the adapter whenever its generation, the pools, or the revalidation period
-changes (`reconcilers.adapter.validate_adapter`, which reads S3 but writes nothing), keeps the
+changes (`reconcilers.validation.validate_adapter`, which reads S3 but writes nothing), keeps the
 adapter's Service, and writes the status derived by `status.adapter.compute_adapter_status`
 from the validation, the pool loop's placement and the agents' reports. It is the only writer of
 the adapter's status. Placement itself belongs to the pool loops, which it wakes when a new
@@ -30,7 +30,7 @@ from lorapack.handlers.runtime import Runtime
 from lorapack.issues import Issue
 from lorapack.manifests.routing import adapter_service, endpoint_url
 from lorapack.planning.admission import candidate_pools, pool_key
-from lorapack.reconcilers.adapter import ValidationResult, validate_adapter
+from lorapack.reconcilers.validation import ValidationResult, validate_adapter
 from lorapack.status.adapter import AdapterFacts, compute_adapter_status
 from lorapack.status.conditions import Verdict, kstatus_conditions, now_rfc3339
 

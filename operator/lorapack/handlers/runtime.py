@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from lorapack.clients.kube import KubeClient
 from lorapack.config import OperatorConfig
 from lorapack.handlers.adapters_io import S3Access
-from lorapack.reconcilers.adapter import ValidationResult
+from lorapack.reconcilers.validation import ValidationResult
 from lorapack.reconcilers.pool import AdapterPlacement
 
 __all__ = ["Runtime", "Waker"]

@@ -1,6 +1,6 @@
 """Pre-flight checks of an adapter's files: what vLLM would refuse, found before any pod tries.
 
-The operator (`reconcilers.adapter`) runs `inspect_artifact` on the adapter_config.json and the
+The operator (`reconcilers.validation`) runs `inspect_artifact` on the adapter_config.json and the
 object listing it read from S3, then `check_for_pool` against each pool that could take the
 adapter; `lorapack plan` runs the same checks on local adapter_config.json files. Pure: no I/O.
 
