@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from lorapack.clients.kube import KubeClient
 from lorapack.config import OperatorConfig
 from lorapack.handlers.adapters_io import S3Access
-from lorapack.reconcilers.validation import ValidationResult
 from lorapack.reconcilers.pool import AdapterPlacement
+from lorapack.reconcilers.validation import ValidationResult
 
 __all__ = ["Runtime", "Waker"]
 
