@@ -41,7 +41,12 @@ def make_pool(
             "engine": {"maxLoras": 8, "maxLoraRank": 64, "maxCpuLoras": 32},
             "gpu": {"type": "L20", "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-L20"}},
             "replicas": {"min": 1, "max": 4},
-            "adapters": {"allowedNamespaces": ["team-a", "team-b", "team-c"]},
+            "adapters": {
+                "allowedNamespaces": ["team-a", "team-b", "team-c"],
+                # Adapters without credentials of their own read with the pool's identity,
+                # only where the pool grants it.
+                "s3Access": [{"namespaces": ["*"], "uriPrefixes": ["s3://adapters/"]}],
+            },
         },
     }
     return deep_merge(base, {"spec": spec})

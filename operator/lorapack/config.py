@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -63,7 +64,17 @@ class OperatorConfig(_EnvModel):
     """A pool pod missing or unschedulable this long counts as lost: its adapters are placed on
     other pods (LORAPACK_POD_LOST_SECONDS)."""
     service_port: int = Field(default=8000, ge=1, le=65535)
-    """Port of the per-adapter Services (LORAPACK_SERVICE_PORT)."""
+    """Port of ClusterIP per-adapter Services (LORAPACK_SERVICE_PORT); headless ones are
+    reached on the engine's port, 8000."""
+    adapter_service_type: Literal["Headless", "ClusterIP"] = "Headless"
+    """Per-adapter Services (LORAPACK_ADAPTER_SERVICE_TYPE): Headless takes no cluster IP (DNS
+    lists the pods holding the adapter); ClusterIP takes one virtual IP per adapter from the
+    cluster's Service range (kube-proxy balances): opt in only with the range to spare."""
+    adapter_resync_seconds: float = Field(default=300.0, ge=1)
+    """Safety-net period of each adapter's pass; events drive it otherwise
+    (LORAPACK_ADAPTER_RESYNC_SECONDS)."""
+    adapter_workers: int = Field(default=8, ge=1, le=256)
+    """Adapter passes run at once (LORAPACK_ADAPTER_WORKERS)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:

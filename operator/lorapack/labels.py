@@ -45,3 +45,7 @@ AGENT_FIELD_MANAGER: Final = "lorapack-agent"
 # Ports inside a pool pod.
 ENGINE_PORT: Final = 8000
 AGENT_METRICS_PORT: Final = 8081
+
+# Longest names whose derived objects fit Kubernetes' limits (see planning.names).
+ADAPTER_NAME_MAX: Final = 63  # the adapter's Service name is a DNS-1035 label
+POOL_NAME_MAX: Final = 52  # "<pool>-<revision hash>" is a 63-character label value

@@ -13,7 +13,7 @@ from lorapack.planning.pods import PodObservation, observe_pod
 from lorapack.planning.rollout import Endpoint
 from lorapack.reconcilers.pool import PoolOutcome, PoolSettings, PoolWorld, reconcile_pool
 from tests.builders import make_adapter, make_pool
-from tests.fakes.writers import FakePresigner, FakeWriter
+from tests.fakes.writers import FakeClaims, FakePresigner, FakeWriter
 from tests.podbuilders import make_pod, observed
 
 SETTINGS = PoolSettings(agent_image="lorapack:test")
@@ -58,6 +58,7 @@ class Cluster:
         self.replicas: int | None = None
         self.owned: int | None = None
         self.deleting: frozenset[str] = frozenset()
+        self.claims = FakeClaims()
 
     def pods(self) -> list[PodObservation]:
         out = []
@@ -84,6 +85,7 @@ class Cluster:
             statefulset_replicas=self.replicas,
             owned_applied_generation=self.owned,
             now=NOW,
+            services=self.writer.services(),
         )
 
     def _slices(self) -> dict[str, tuple[Endpoint, ...]]:
@@ -104,8 +106,11 @@ class Cluster:
 
     async def step(self) -> PoolOutcome:
         before = len(self.writer.calls)
-        outcome = await reconcile_pool(self.world(), self.writer, self.presigner, SETTINGS)
-        self.replicas = outcome.desired_replicas
+        outcome = await reconcile_pool(
+            self.world(), self.writer, self.presigner, SETTINGS, self.claims
+        )
+        if outcome.statefulset_applied:
+            self.replicas = outcome.desired_replicas
         if outcome.owned_applied:
             self.owned = self.pool.metadata.generation
         self.last_writes = self.writer.calls[before:]

@@ -12,6 +12,8 @@ from lorapack import labels
 from lorapack.api.basemodelpool import BaseModelPool
 from lorapack.api.loraadapter import ArtifactObject, LoraAdapter
 from lorapack.api.podstate import DesiredState
+from lorapack.errors import ApiConflict
+from lorapack.reconcilers.poolworld import ServiceView
 
 
 class FakeWriter:
@@ -26,6 +28,19 @@ class FakeWriter:
         key = (str(obj["kind"]), str(meta.get("namespace", "")), str(meta["name"]))
         self.objects[key] = dict(obj)
         self.calls.append(("apply", *key))
+
+    async def create(self, obj: Mapping[str, Any]) -> None:
+        meta = obj["metadata"]
+        key = (str(obj["kind"]), str(meta.get("namespace", "")), str(meta["name"]))
+        self.calls.append(("create", *key))
+        if key in self.objects:
+            raise ApiConflict(f"{key} already exists")
+        self.objects[key] = dict(obj)
+
+    async def get(
+        self, api_version: str, kind: str, namespace: str, name: str
+    ) -> Mapping[str, Any] | None:
+        return self.objects.get((kind, namespace, name))
 
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         self.objects.pop((kind, namespace, name), None)
@@ -62,6 +77,22 @@ class FakeWriter:
 
     def writes(self) -> int:
         return len(self.calls)
+
+    def services(self) -> dict[str, ServiceView]:
+        """adapter key -> Service, as the operator's Service index holds them."""
+        out = {}
+        for (kind, namespace, _), obj in self.objects.items():
+            adapter = obj["metadata"].get("labels", {}).get(labels.ADAPTER_LABEL)
+            if kind != "Service" or adapter is None:
+                continue
+            owners = [o["uid"] for o in obj["metadata"].get("ownerReferences", [])]
+            headless = obj["spec"].get("clusterIP") == "None"
+            out[f"{namespace}/{adapter}"] = ServiceView(owners[0] if owners else "", headless)
+        return out
+
+
+class FakeClaims(set[str]):
+    """Claims port: the refs this 'process' has seen to be its own."""
 
 
 class FakePresigner:

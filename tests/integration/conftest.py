@@ -223,6 +223,10 @@ class E2E:
         }
         for key, value in spec.items():
             body["spec"][key] = value
+        # Adapters without their own credentials read the test bucket with the pool's keys.
+        body["spec"].setdefault("adapters", {}).setdefault(
+            "s3Access", [{"namespaces": ["*"], "uriPrefixes": [f"s3://{self.bucket}/"]}]
+        )
         return body
 
     def adapter(

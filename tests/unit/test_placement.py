@@ -109,7 +109,7 @@ UNPLACEABLE: list[tuple[str, list[PoolView], AdapterView, str, list[str]]] = [
         [make_pool()],
         make_adapter("team-a/x", pool_ref="ml/other"),
         conditions.POOL_NOT_FOUND,
-        ["spec.poolRef names pool ml/other, which does not exist"],
+        ["spec.poolRef names BaseModelPool ml/other, which does not exist"],
     ),
     (
         "pinned pool serves another model",
@@ -467,6 +467,7 @@ def test_pool_view_from_the_api() -> None:
         max_adapter_bytes=512 * MiB,
         cache_bytes=10 * 2**30,
         gpu_type="H100-SXM",
+        s3_grants=(snapshot.Grant(frozenset({"*"}), ("s3://adapters/",)),),
     )
     assert view.namespace == "ml-platform" and view.name == "llama3-8b"
     assert view.allows_namespace("team-a") and view.allows_namespace("ml-platform")
@@ -497,6 +498,7 @@ def test_adapter_view_from_the_api() -> None:
         load=2.5,
         priority=7,
         pool_ref="ml-platform/llama3-8b",
+        s3_uri="s3://adapters/team-b/chat/",
     )
     # What the operator read from the files wins over the declared rank; unknown is 0.
     adapter.status = LoraAdapterStatus(artifact=ArtifactStatus(rank=8, size_bytes=99))

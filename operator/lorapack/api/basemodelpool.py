@@ -22,9 +22,10 @@ from lorapack.api.meta import (
     PrinterColumn,
     Quantity,
     Toleration,
+    name_rule,
     wire_default,
 )
-from lorapack.labels import API_VERSION, POOL_KIND, POOL_PLURAL
+from lorapack.labels import API_VERSION, POOL_KIND, POOL_NAME_MAX, POOL_PLURAL
 
 __all__ = [
     "ALLOWED_LORA_RANKS",
@@ -39,6 +40,7 @@ __all__ = [
     "PoolCapacity",
     "PoolReplicas",
     "PvcSource",
+    "S3AccessGrant",
     "S3Defaults",
     "S3ModelSource",
 ]
@@ -205,6 +207,25 @@ class PoolReplicas(ApiModel):
         return self
 
 
+# An S3 folder: the bucket, or a prefix ending with "/" (so team-a/ never covers team-ab/).
+S3_PREFIX_PATTERN = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/([A-Za-z0-9!_.*'()-]+/)*$"
+
+
+class S3AccessGrant(ApiModel):
+    """S3 folders that adapters of some namespaces may read with the pool's identity."""
+
+    namespaces: Annotated[
+        list[Annotated[str, Field(pattern=r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$")]],
+        Field(min_length=1, max_length=256),
+    ]
+    """Namespaces of the adapters this grant is for; ["*"] is every allowed namespace."""
+    uri_prefixes: Annotated[
+        list[Annotated[str, Field(pattern=S3_PREFIX_PATTERN, max_length=1024)]],
+        Field(min_length=1, max_length=64),
+    ]
+    """Folders (s3://bucket/ or s3://bucket/prefix/) their spec.source.s3.uri may be under."""
+
+
 class AdapterPolicy(ApiModel):
     """Which adapters may attach to the pool and how many each pod holds."""
 
@@ -243,6 +264,11 @@ class AdapterPolicy(ApiModel):
     allow_pickle: bool = False
     """Accept adapters whose weights exist only as pickle (.bin/.pt). Off by default: pickle
     files can execute code when loaded by tools other than vLLM."""
+    s3_access: Annotated[list[S3AccessGrant], Field(max_length=256)] = Field(default_factory=list)
+    """Which S3 folders adapters of which namespaces may read with the pool's identity (the
+    pool's spec.s3 credentials, or the pods' and operator's cloud identity when it names none).
+    An adapter without its own spec.source.s3.credentialsSecretRef is refused unless a grant
+    covers its namespace and URI; empty: every adapter must bring its own credentials."""
 
     @model_validator(mode="after")
     def _star_alone(self) -> AdapterPolicy:
@@ -352,6 +378,7 @@ class BaseModelPool(ApiModel):
     status: BaseModelPoolStatus | None = None
 
     CRD: ClassVar[CrdInfo] = CrdInfo(
+        validations=name_rule(POOL_NAME_MAX, "the name of its StatefulSet, pods and Services"),
         kind=POOL_KIND,
         plural=POOL_PLURAL,
         singular="basemodelpool",

@@ -22,6 +22,12 @@ AS_EXPECTED: Final = "AsExpected"
 PROGRESSING: Final = "Progressing"
 INVALID_SPEC: Final = "InvalidSpec"
 DELETING: Final = "Deleting"
+INVALID_NAME: Final = "InvalidName"
+WRITE_REFUSED: Final = "WriteRefused"
+"""The cluster refused a write lorapack needed (the message quotes the API server)."""
+SERVICE_IPS_EXHAUSTED: Final = "ServiceIPsExhausted"
+OWNED_OBJECT_CONFLICT: Final = "OwnedObjectConflict"
+S3_LOCATION_NOT_ALLOWED: Final = "S3LocationNotAllowed"
 
 # LoraAdapter reasons.
 LOADED: Final = "Loaded"

@@ -129,6 +129,10 @@ def build_crd(
             "status": status,
         },
     }
+    if info.validations:
+        # Root-level rules may read metadata.name (the only metadata CEL sees besides
+        # generateName): names that cannot become the objects lorapack derives are refused.
+        schema["x-kubernetes-validations"] = [dict(v) for v in info.validations]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

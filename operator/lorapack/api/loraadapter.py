@@ -18,9 +18,10 @@ from lorapack.api.meta import (
     LocalObjectReference,
     ObjectMeta,
     PrinterColumn,
+    name_rule,
     wire_default,
 )
-from lorapack.labels import ADAPTER_KIND, ADAPTER_PLURAL, API_VERSION
+from lorapack.labels import ADAPTER_KIND, ADAPTER_NAME_MAX, ADAPTER_PLURAL, API_VERSION
 
 __all__ = [
     "SERVED_NAME_PATTERN",
@@ -304,6 +305,7 @@ class LoraAdapter(ApiModel):
     status: LoraAdapterStatus | None = None
 
     CRD: ClassVar[CrdInfo] = CrdInfo(
+        validations=name_rule(ADAPTER_NAME_MAX, "the name of its Service"),
         kind=ADAPTER_KIND,
         plural=ADAPTER_PLURAL,
         singular="loraadapter",

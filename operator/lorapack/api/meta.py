@@ -26,6 +26,7 @@ __all__ = [
     "Quantity",
     "Toleration",
     "format_validation_error",
+    "name_rule",
     "parse_quantity",
     "parse_s3_uri",
     "wire_default",
@@ -192,3 +193,20 @@ class CrdInfo(BaseModel):
     short_names: list[str]
     categories: list[str]
     printer_columns: list[PrinterColumn]
+    validations: list[dict[str, str]] = []
+    """Root-level CEL rules ({"rule", "message"}), e.g. on metadata.name."""
+
+
+def name_rule(limit: int, becomes: str) -> list[dict[str, str]]:
+    """CEL rules refusing `metadata.name`s that cannot become the objects named after it."""
+    return [
+        {
+            "rule": f"size(self.metadata.name) <= {limit}",
+            "message": f"metadata.name must be at most {limit} characters: it becomes {becomes}",
+        },
+        {
+            "rule": "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+            "message": "metadata.name must consist of lowercase letters, digits and '-', start "
+            f"with a letter and end with a letter or digit: it becomes {becomes}",
+        },
+    ]

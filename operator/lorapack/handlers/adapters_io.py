@@ -36,6 +36,16 @@ class KubeWriter:
         self.writes += 1
         await self._kube.apply(obj, field_manager=labels.FIELD_MANAGER)
 
+    async def create(self, obj: Mapping[str, Any]) -> None:
+        self.writes += 1
+        await self._kube.create(obj, field_manager=labels.FIELD_MANAGER)
+
+    async def get(
+        self, api_version: str, kind: str, namespace: str, name: str
+    ) -> Mapping[str, Any] | None:
+        rt = k.resource_for({"apiVersion": api_version, "kind": kind})
+        return await self._kube.get(rt, namespace, name)
+
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         self.writes += 1
         rt = k.resource_for({"apiVersion": api_version, "kind": kind})

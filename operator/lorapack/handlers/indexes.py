@@ -1,14 +1,17 @@
 """kopf indexes: the operator's watch-driven cache of the world (no list calls per reconcile).
 
-kopf guarantees indexes are fully populated before any resource handler runs, so the pool loops
-see every pod, desired-state Secret and EndpointSlice from their first pass. Values are parsed
-once per event into the pure layer's types (pydantic models, PodObservation), so readers never
-touch raw bodies.
+kopf fills every index before any resource handler runs, so the loops see every pod,
+EndpointSlice, Service, pool and adapter from their first pass. Values are parsed once per event
+into the pure layer's types, with what lorapack never reads dropped first (managedFields, kopf's
+bookkeeping annotations): at 10,000 adapters those copies were most of the operator's memory.
+
+Desired-state Secrets are not watched: their only writer is this operator, which lists them
+back when a pool loop starts (so it needs no watch on Secrets anywhere) and keeps them in memory.
 """
 
 from __future__ import annotations
 
-import logging
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -17,32 +20,77 @@ from pydantic import ValidationError
 from lorapack import labels
 from lorapack.api.basemodelpool import BaseModelPool
 from lorapack.api.loraadapter import LoraAdapter
-from lorapack.api.podstate import desired_from_secret
-from lorapack.handlers.runtime import Runtime
+from lorapack.api.meta import format_validation_error
+from lorapack.keys import object_key
 from lorapack.planning.pods import PodObservation, observe_pod
 from lorapack.planning.rollout import Endpoint
+from lorapack.reconcilers.poolworld import ServiceView
 
-log = logging.getLogger(__name__)
+__all__ = ["InvalidObject", "lean_body"]
+
+
+@dataclass(frozen=True)
+class InvalidObject:
+    """An object whose spec does not validate (it gets an InvalidSpec status)."""
+
+    namespace: str
+    name: str
+    generation: int
+    message: str
+    status: dict[str, Any]
+
+
+def lean_body(body: kopf.Body) -> dict[str, Any]:
+    """The object without the metadata lorapack never reads."""
+    meta = body.get("metadata") or {}
+    lean_meta = {
+        k: v for k, v in meta.items() if k not in ("managedFields", "annotations", "finalizers")
+    }
+    return {**{k: v for k, v in body.items() if k != "metadata"}, "metadata": lean_meta}
+
+
+def _invalid(body: kopf.Body, error: ValidationError) -> InvalidObject:
+    meta = body.get("metadata") or {}
+    return InvalidObject(
+        namespace=str(meta.get("namespace", "")),
+        name=str(meta.get("name", "")),
+        generation=int(meta.get("generation") or 0),
+        message=format_validation_error(error),
+        status=dict(body.get("status") or {}),
+    )
 
 
 @kopf.index(labels.GROUP, labels.VERSION, labels.POOL_PLURAL)
 async def lorapack_pools(body: kopf.Body, **_: Any) -> dict[str, BaseModelPool]:
     """base model name -> pools (only pools whose spec validates)."""
     try:
-        pool = BaseModelPool.model_validate(dict(body))
+        pool = BaseModelPool.model_validate(lean_body(body))
     except ValidationError:
         return {}
     return {pool.spec.base_model.name: pool}
 
 
 @kopf.index(labels.GROUP, labels.VERSION, labels.ADAPTER_PLURAL)
-async def lorapack_adapters(body: kopf.Body, **_: Any) -> dict[str, LoraAdapter]:
-    """base model name -> adapters (only adapters whose spec validates)."""
+async def lorapack_adapters(
+    body: kopf.Body, namespace: str | None, name: str, **_: Any
+) -> dict[str, LoraAdapter | InvalidObject]:
+    """adapter key -> the adapter (or why its spec does not validate)."""
     try:
-        adapter = LoraAdapter.model_validate(dict(body))
-    except ValidationError:
+        adapter: LoraAdapter | InvalidObject = LoraAdapter.model_validate(lean_body(body))
+    except ValidationError as err:
+        adapter = _invalid(body, err)
+    return {object_key(namespace or "", name): adapter}
+
+
+@kopf.index(labels.GROUP, labels.VERSION, labels.ADAPTER_PLURAL)
+async def lorapack_adapters_by_base(
+    body: kopf.Body, namespace: str | None, name: str, **_: Any
+) -> dict[str, str]:
+    """base model name -> adapter keys."""
+    base = (body.get("spec") or {}).get("baseModel")
+    if not isinstance(base, str):
         return {}
-    return {adapter.spec.base_model: adapter}
+    return {base: object_key(namespace or "", name)}
 
 
 @kopf.index("pods", labels={labels.POOL_LABEL: kopf.PRESENT})
@@ -54,59 +102,6 @@ async def lorapack_pods(
     if pod is None:
         return {}
     return {f"{namespace}/{pod.pool}": pod}
-
-
-# Wake-ups live in event handlers, not in the indexers: kopf updates every index before it
-# invokes the handlers of the same event, so the loops woken here always read the new object.
-
-
-@kopf.on.event("pods", labels={labels.POOL_LABEL: kopf.PRESENT})
-async def pool_pod_changed(
-    body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any
-) -> None:
-    """Wake the pod's pool loop, and the status loops of adapters whose entry changed."""
-    runtime: Runtime | None = getattr(memo, "runtime", None)
-    pod = observe_pod(body)
-    if runtime is None or pod is None:
-        return
-    key = f"{namespace}/{pod.pool}"
-    runtime.wake_pools([key])
-    report: dict[str, tuple[str, str, str]] = {
-        a.served_name: (a.digest, str(a.state), a.message)
-        for a in (pod.observed.adapters if pod.observed else ())
-    }
-    before = runtime.pod_reports.get(pod.uid, {})
-    runtime.pod_reports[pod.uid] = report
-    changed = {n for n in set(report) | set(before) if report.get(n) != before.get(n)}
-    if changed:
-        runtime.wake_adapters(
-            [
-                a
-                for a, p in runtime.placements.items()
-                if p.pool == key and runtime.served_names.get(a) in changed
-            ]
-        )
-
-
-@kopf.on.event(labels.GROUP, labels.VERSION, labels.ADAPTER_PLURAL)
-async def adapter_changed(memo: kopf.Memo, **_: Any) -> None:
-    """A new or changed adapter (e.g. a validated artifact): the pool loops re-plan."""
-    runtime: Runtime | None = getattr(memo, "runtime", None)
-    if runtime is not None:
-        runtime.wake_pools()
-
-
-@kopf.index("secrets", labels={labels.ROLE_LABEL: labels.ROLE_DESIRED})
-async def lorapack_desired(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, Any]:
-    """pool key -> (ordinal, DesiredState) of each pod's published desired state."""
-    pool = (body.get("metadata", {}).get("labels") or {}).get(labels.POOL_LABEL)
-    state = desired_from_secret(dict(body), labels.DESIRED_KEY)
-    if not pool or state is None:
-        return {}
-    ordinal = state.pod.rsplit("-", 1)[-1]
-    if not ordinal.isdigit():
-        return {}
-    return {f"{namespace}/{pool}": (int(ordinal), state)}
 
 
 @kopf.index(
@@ -137,3 +132,26 @@ async def lorapack_slices(
                 )
             )
     return {f"{pool_ns}/{pool}": (f"{namespace}/{name}", tuple(sorted(endpoints)))}
+
+
+@kopf.index(
+    "services",
+    labels={labels.MANAGED_BY: labels.MANAGED_BY_VALUE, labels.ADAPTER_LABEL: kopf.PRESENT},
+)
+async def lorapack_services(
+    body: kopf.Body, namespace: str | None, **_: Any
+) -> dict[str, ServiceView]:
+    """adapter key -> its Service (owner and type)."""
+    meta = body.get("metadata") or {}
+    adapter = (meta.get("labels") or {}).get(labels.ADAPTER_LABEL)
+    owners = [
+        str(o.get("uid"))
+        for o in meta.get("ownerReferences") or []
+        if o.get("kind") == labels.ADAPTER_KIND
+    ]
+    headless = (body.get("spec") or {}).get("clusterIP") == "None"
+    return {
+        object_key(namespace or "", str(adapter)): ServiceView(
+            owners[0] if owners else "", headless
+        )
+    }

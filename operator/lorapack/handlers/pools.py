@@ -1,10 +1,10 @@
-"""BaseModelPool handlers: the per-pool placement loop (a kopf daemon) and deletion reporting.
+"""BaseModelPool handlers: the per-pool placement loop (a kopf daemon) and pool events.
 
 The daemon is the only caller of `reconcilers.pool.reconcile_pool` for its pool, so placement
 has a single writer. It runs a pass when woken (an adapter validated, a pod reported, the spec
-changed) or every LORAPACK_RESYNC_SECONDS, gathers the world from the kopf indexes, and
-publishes the outcome: the pool's status, each adapter's placement (then wakes those adapters'
-status loops), and metrics.
+changed) or every LORAPACK_RESYNC_SECONDS, gathers the world from the indexes and stores
+(`gather_world`), and publishes the outcome: the pool's status, each adapter's placement (then
+queues those adapters' passes), the desired states it wrote, and metrics.
 """
 
 from __future__ import annotations
@@ -21,34 +21,31 @@ from lorapack.api import conditions as c
 from lorapack.api.basemodelpool import BaseModelPool, BaseModelPoolStatus
 from lorapack.api.loraadapter import LoraAdapter, LoraAdapterStatus
 from lorapack.api.meta import format_validation_error
-from lorapack.api.podstate import DesiredState
+from lorapack.api.podstate import DesiredState, desired_from_secret
+from lorapack.clients import kube as k
 from lorapack.errors import LorapackError, RetryableError
 from lorapack.handlers import metrics
 from lorapack.handlers.adapters_io import KubeWriter
 from lorapack.handlers.runtime import Runtime
-from lorapack.planning.admission import pool_key
+from lorapack.keys import key_of, object_key
 from lorapack.planning.pods import PodObservation
-from lorapack.planning.rollout import Endpoint
-from lorapack.reconcilers.pool import PoolSettings, PoolWorld, reconcile_pool
+from lorapack.reconcilers.pool import PoolOutcome, reconcile_pool
+from lorapack.reconcilers.poolworld import PoolSettings, PoolWorld
 from lorapack.status.conditions import Verdict, kstatus_conditions, now_rfc3339
 
-Index = Any  # kopf.Index: key -> Store of values
+__all__ = ["gather_world", "pool_placement_loop"]
 
 
-def _values(index: Index, key: str) -> list[Any]:
-    return list(index[key]) if key in index else []
+def _values(index: Any, key: str) -> list[Any]:
+    return list(index[key]) if index is not None and key in index else []
 
 
 def _with_fresh_artifact(adapter: LoraAdapter, rt: Runtime) -> LoraAdapter:
-    """The adapter as the index holds it, with this process's newer validation of its current
-    generation in place of `status.artifact`.
-
-    The adapter loop publishes the artifact through the status, and the index sees it only once
-    kopf has processed that write; under a burst of applies that round trip took seconds, so
-    placement would wait on the API server for a fact this process already holds. After a
-    restart nothing is held yet and the status (persisted) is used as before.
-    """
-    result = rt.validations.get(f"{adapter.metadata.namespace}/{adapter.metadata.name}")
+    """The adapter with this process's newer validation of its current generation in place of
+    `status.artifact`: placement does not wait for the status write to come back through the
+    watch (under a burst that round trip took seconds). After a restart the persisted status
+    is used."""
+    result = rt.validations.get(key_of(adapter))
     if result is None or result.artifact is None:
         return adapter
     if result.generation != adapter.metadata.generation:
@@ -61,42 +58,58 @@ def _with_fresh_artifact(adapter: LoraAdapter, rt: Runtime) -> LoraAdapter:
     )
 
 
-def gather_world(
-    pool: BaseModelPool,
-    rt: Runtime,
-    lorapack_pools: Index,
-    lorapack_adapters: Index,
-    lorapack_pods: Index,
-    lorapack_desired: Index,
-    lorapack_slices: Index,
-) -> PoolWorld:
-    """Everything one pass reads, from the indexes (no API calls)."""
+async def _desired_of(rt: Runtime, pool: BaseModelPool) -> dict[int, DesiredState]:
+    """The pool's published desired states: listed once (then kept by the loop, their only
+    writer) and listed again every resync period as a safety net."""
+    state = rt.pool_state(key_of(pool))
+    stale = time.monotonic() - state.desired_listed_at >= rt.config.resync_seconds
+    if state.desired is None or stale:
+        selector = (
+            f"{labels.POOL_LABEL}={pool.metadata.name},{labels.ROLE_LABEL}={labels.ROLE_DESIRED}"
+        )
+        found: dict[int, DesiredState] = {}
+        for secret in await rt.kube.list(
+            k.SECRET, pool.metadata.namespace, label_selector=selector
+        ):
+            desired = desired_from_secret(secret, labels.DESIRED_KEY)
+            ordinal = (desired.pod.rsplit("-", 1)[-1]) if desired else ""
+            if desired is not None and ordinal.isdigit():
+                found[int(ordinal)] = desired
+                rt.claims.add(f"Secret {pool.metadata.namespace}/{secret['metadata']['name']}")
+        state.desired, state.desired_listed_at = found, time.monotonic()
+    return dict(state.desired)
+
+
+async def gather_world(pool: BaseModelPool, rt: Runtime) -> PoolWorld:
+    """Everything one pass reads, from the indexes and stores (and, when not yet known, the
+    pools' desired states listed back)."""
+    idx = rt.indexes
     base = pool.spec.base_model.name
-    group: list[BaseModelPool] = [
-        p for p in _values(lorapack_pools, base) if p.metadata.deletion_timestamp is None
-    ]
-    if all(pool_key(p) != pool_key(pool) for p in group):
+    group = [p for p in _values(idx.pools, base) if p.metadata.deletion_timestamp is None]
+    if all(key_of(p) != key_of(pool) for p in group):
         group.append(pool)
-    adapters = [_with_fresh_artifact(a, rt) for a in _values(lorapack_adapters, base)]
-    deleting = frozenset(
-        f"{a.metadata.namespace}/{a.metadata.name}"
-        for a in adapters
-        if a.metadata.deletion_timestamp is not None
-    )
+    adapters = [
+        _with_fresh_artifact(a, rt)
+        for key in rt.adapters_of_base(base)
+        for a in _values(idx.adapters, key)
+        if isinstance(a, LoraAdapter)
+    ]
+    deleting = frozenset(key_of(a) for a in adapters if a.metadata.deletion_timestamp is not None)
     pods: dict[str, list[PodObservation]] = {}
     desired: dict[str, dict[int, DesiredState]] = {}
     for p in group:
-        key = pool_key(p)
+        key = key_of(p)
         # Several pod objects can share an ordinal briefly (old one terminating): the newest wins.
         by_ordinal: dict[int, PodObservation] = {}
-        for obs in _values(lorapack_pods, key):
+        for obs in _values(idx.pods, key):
             old = by_ordinal.get(obs.ordinal)
             if old is None or (old.deleting and not obs.deleting):
                 by_ordinal[obs.ordinal] = obs
         pods[key] = list(by_ordinal.values())
-        desired[key] = dict(_values(lorapack_desired, key))
-    me = pool_key(pool)
-    slices: dict[str, tuple[Endpoint, ...]] = dict(_values(lorapack_slices, me))
+        desired[key] = await _desired_of(rt, p)
+    me = key_of(pool)
+    state = rt.pool_state(me)
+    services = {key_of(a): view for a in adapters for view in _values(idx.services, key_of(a))}
     return PoolWorld(
         pool=pool,
         group=group,
@@ -104,10 +117,11 @@ def gather_world(
         deleting=deleting,
         pods=pods,
         desired=desired,
-        slices=slices,
-        statefulset_replicas=rt.statefulset_replicas.get(me),
-        owned_applied_generation=rt.owned_generation.get(me),
+        slices=dict(_values(idx.slices, me)),
+        statefulset_replicas=state.statefulset_replicas,
+        owned_applied_generation=state.owned_generation,
         now=datetime.now(UTC),
+        services=services,
     )
 
 
@@ -146,38 +160,45 @@ def _publish_metrics(key: str, world: PoolWorld, status: BaseModelPoolStatus) ->
         metrics.ADAPTERS.labels(key, state).set(count)
 
 
-async def run_pass(pool_body: kopf.Body, rt: Runtime, **indexes: Index) -> float:
+def settings_of(rt: Runtime) -> PoolSettings:
+    config = rt.config
+    return PoolSettings(
+        agent_image=config.agent_image,
+        presign_ttl_seconds=config.presign_ttl_seconds,
+        pod_lost_seconds=config.pod_lost_seconds,
+        service_type=config.adapter_service_type,
+        service_port=config.service_port,
+        drain_timeout_seconds=config.drain_timeout_seconds,
+    )
+
+
+async def run_pass(pool_body: kopf.Body, rt: Runtime) -> float:
     """One pass; returns the delay before the next scheduled pass."""
     meta = pool_body["metadata"]
-    key = f"{meta['namespace']}/{meta['name']}"
+    key = object_key(meta["namespace"], meta["name"])
     try:
         pool = BaseModelPool.model_validate(dict(pool_body))
     except ValidationError as err:
         await _write_invalid(rt, pool_body, format_validation_error(err))
         return rt.config.resync_seconds
-    world = gather_world(pool, rt, **indexes)
-    settings = PoolSettings(
-        agent_image=rt.config.agent_image,
-        presign_ttl_seconds=rt.config.presign_ttl_seconds,
-        pod_lost_seconds=rt.config.pod_lost_seconds,
-    )
+    world = await gather_world(pool, rt)
     writer = KubeWriter(rt.kube)
-    outcome = await reconcile_pool(world, writer, rt.s3, settings)
-    rt.statefulset_replicas[key] = outcome.desired_replicas
+    outcome: PoolOutcome = await reconcile_pool(world, writer, rt.s3, settings_of(rt), rt.claims)
+    state = rt.pool_state(key)
+    state.record_desired(outcome.desired_written)
+    if outcome.statefulset_applied:
+        state.statefulset_replicas = outcome.desired_replicas
     if outcome.owned_applied:
-        rt.owned_generation[key] = pool.metadata.generation
+        state.owned_generation = pool.metadata.generation
     current = BaseModelPoolStatus.model_validate(pool_body.get("status") or {})
     if outcome.status.wire() != current.wire():
         await writer.patch_status(
             labels.API_VERSION, labels.POOL_KIND, pool.metadata.namespace,
             pool.metadata.name, outcome.status.wire(),
         )  # fmt: skip
-    changed = [k for k, p in outcome.placements.items() if rt.placements.get(k) != p]
-    for adapter_key, placement in outcome.placements.items():
-        rt.placements[adapter_key] = placement
-    rt.wake_adapters(changed)
+    rt.wake_adapters(rt.placements.publish(outcome.placements))
     _publish_metrics(key, world, outcome.status)
-    return rt.config.resync_seconds
+    return 2.0 if outcome.retry else rt.config.resync_seconds
 
 
 @kopf.daemon(
@@ -194,26 +215,19 @@ async def pool_placement_loop(
     memo: kopf.Memo,
     stopped: kopf.DaemonStopped,
     logger: kopf.Logger,
-    **indexes: Any,
+    **kwargs: Any,
 ) -> None:
-    """The pool's single-writer placement loop (kopf passes the indexes as keyword args)."""
+    """The pool's single-writer placement loop."""
     rt: Runtime = memo.runtime
-    key = f"{namespace or ''}/{name}"
+    rt.capture(kwargs)
+    key = object_key(namespace or "", name)
     waker = rt.pool_waker(key)
     backoff = 1.0
     while not stopped:
         waker.clear()
         started = time.monotonic()
         try:
-            delay = await run_pass(
-                body,
-                rt,
-                lorapack_pools=indexes["lorapack_pools"],
-                lorapack_adapters=indexes["lorapack_adapters"],
-                lorapack_pods=indexes["lorapack_pods"],
-                lorapack_desired=indexes["lorapack_desired"],
-                lorapack_slices=indexes["lorapack_slices"],
-            )
+            delay = await run_pass(body, rt)
             metrics.RECONCILES.labels("BaseModelPool", "ok").inc()
             backoff = 1.0
         except RetryableError as err:
@@ -232,21 +246,31 @@ async def pool_placement_loop(
         await waker.wait(delay)
 
 
-@kopf.on.update(labels.GROUP, labels.VERSION, labels.POOL_PLURAL, field="spec")
-def pool_spec_changed(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-    """A changed pool may admit or refuse adapters: re-validate them and re-plan."""
-    rt: Runtime = memo.runtime
+def _pool_changed(rt: Runtime, bases: set[str]) -> None:
+    """A pool appeared, changed or left: its base models' adapters re-validate and re-plan."""
     rt.pools_version += 1
-    rt.wake_pools()
-    rt.wake_adapters()
+    for base in sorted(bases):
+        rt.wake_pools(rt.pools_of_base(base))
+        rt.wake_adapters(rt.adapters_of_base(base))
+
+
+def _bases(body: kopf.Body, old: Any = None) -> set[str]:
+    found = {((body.get("spec") or {}).get("baseModel") or {}).get("name")}
+    if isinstance(old, dict):
+        found.add((old.get("baseModel") or {}).get("name"))
+    return {b for b in found if isinstance(b, str)}
+
+
+@kopf.on.update(labels.GROUP, labels.VERSION, labels.POOL_PLURAL, field="spec")
+def pool_spec_changed(body: kopf.Body, old: Any, memo: kopf.Memo, **_: Any) -> None:
+    """A changed pool may admit or refuse adapters: re-validate them and re-plan."""
+    _pool_changed(memo.runtime, _bases(body, old))
 
 
 @kopf.on.create(labels.GROUP, labels.VERSION, labels.POOL_PLURAL)
-def pool_created(memo: kopf.Memo, **_: Any) -> None:
+def pool_created(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A new pool may serve adapters that had none: let them re-validate."""
-    rt: Runtime = memo.runtime
-    rt.pools_version += 1
-    rt.wake_adapters()
+    _pool_changed(memo.runtime, _bases(body))
 
 
 @kopf.on.delete(labels.GROUP, labels.VERSION, labels.POOL_PLURAL, optional=True)
@@ -255,8 +279,8 @@ def pool_deleted(
 ) -> None:
     """Never blocks: reports the adapters that lose their pool (their status explains)."""
     rt: Runtime = memo.runtime
-    key = f"{namespace or ''}/{name}"
-    attached = sorted(k for k, p in rt.placements.items() if p.pool == key)
+    key = object_key(namespace or "", name)
+    attached = rt.placements.drop_pool(key)
     if attached:
         kopf.warn(
             body,
@@ -265,9 +289,7 @@ def pool_deleted(
             + ", ".join(attached[:20])
             + (" ..." if len(attached) > 20 else ""),
         )
-    for k in attached:
-        rt.placements.pop(k, None)
     rt.pool_wakers.pop(key, None)
-    rt.pools_version += 1
-    rt.wake_pools()
-    rt.wake_adapters()
+    rt.pools.pop(key, None)
+    _pool_changed(rt, _bases(body))
+    rt.wake_adapters(attached)

@@ -1,5 +1,5 @@
 """Imports every handler module so their kopf decorators register (and nothing else)."""
 
-from lorapack.handlers import adapters, indexes, pools, startup
+from lorapack.handlers import adapters, indexes, pods, pools, startup
 
-__all__ = ["adapters", "indexes", "pools", "startup"]
+__all__ = ["adapters", "indexes", "pods", "pools", "startup"]

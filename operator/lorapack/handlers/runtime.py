@@ -1,57 +1,59 @@
-"""The operator's in-memory state between handler calls, kept in kopf's operator-wide `memo`.
+"""The operator-wide runtime in kopf's `memo`: clients, stores, the adapter queue, wake-ups.
 
-Holds the things kopf does not: a wake-up event per pool loop and per adapter loop (so a change
-reacts at once instead of waiting for the resync period), the last validation result per adapter,
-each adapter's placement as the pool loops last decided it, and what this process already
-applied. All of it is rebuilt after a restart (validation re-runs, the pool loops re-plan from
-the persisted desired states), so losing it never loses decisions.
+Handlers translate kopf events into two kinds of work: a pool loop pass (one kopf daemon per
+BaseModelPool, woken by its `Waker`) and an adapter pass (a key on the shared `WorkQueue`).
+Every event wakes only what it concerns: a pod event its pool and the adapters whose report
+changed; an adapter event the pools of its base model, and only when something placement reads
+changed; a pool event the adapters of its base model.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from lorapack.clients.kube import KubeClient
 from lorapack.config import OperatorConfig
 from lorapack.handlers.adapters_io import S3Access
-from lorapack.reconcilers.pool import AdapterPlacement
-from lorapack.reconcilers.validation import ValidationResult
+from lorapack.handlers.state import (
+    Claims,
+    PlacementStore,
+    PoolState,
+    ReportStore,
+    ValidationStore,
+    Waker,
+)
+from lorapack.handlers.workqueue import WorkQueue
 
-__all__ = ["Runtime", "Waker"]
+__all__ = ["Indexes", "Runtime"]
 
 
-class Waker:
-    """An asyncio.Event with a timed wait, safe to set from any thread.
+@dataclass
+class Indexes:
+    """kopf's indexes, captured from the first handler call (kopf fills them all before it
+    calls any resource handler, and passes the same live objects every time)."""
 
-    kopf runs synchronous handlers (and indexers) in a thread pool; setting an asyncio.Event
-    from there would not wake the coroutine waiting on it until something else woke the loop.
-    `set` therefore hands the call to the loop, which also defers it until the handler that
-    called it has finished (e.g. until kopf stored the new index value).
-    """
+    pools: Any = None
+    adapters: Any = None
+    adapters_by_base: Any = None
+    pods: Any = None
+    slices: Any = None
+    services: Any = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._event = asyncio.Event()
-
-    def set(self) -> None:
-        self._loop.call_soon_threadsafe(self._event.set)
-
-    def clear(self) -> None:
-        self._event.clear()
-
-    async def wait(self, timeout: float, settle: float = 0.05) -> bool:
-        """True if woken, False on timeout.
-
-        After a wake it waits `settle` seconds more: a wake is often sent while kopf is still
-        storing the new object in an index (and more wakes follow in a burst), so the pass that
-        follows sees the settled world and many events cost one pass.
-        """
-        try:
-            await asyncio.wait_for(self._event.wait(), timeout)
-        except TimeoutError:
+    def capture(self, kwargs: dict[str, Any]) -> bool:
+        """Keep the indexes passed to a handler; True the first time."""
+        if self.ready.is_set() or "lorapack_adapters" not in kwargs:
             return False
-        await asyncio.sleep(settle)
+        self.pools = kwargs["lorapack_pools"]
+        self.adapters = kwargs["lorapack_adapters"]
+        self.adapters_by_base = kwargs["lorapack_adapters_by_base"]
+        self.pods = kwargs["lorapack_pods"]
+        self.slices = kwargs["lorapack_slices"]
+        self.services = kwargs["lorapack_services"]
+        self.ready.set()
         return True
 
 
@@ -63,43 +65,59 @@ class Runtime:
     kube: KubeClient
     loop: asyncio.AbstractEventLoop
     s3: S3Access
-    """Shared S3 access: its boto3 clients are cached per endpoint and credentials (creating
-    one costs far more than a request)."""
+    """Shared S3 access: its boto3 clients are cached per endpoint and credentials."""
+    queue: WorkQueue | None = None
+    """Adapter passes (set at start-up)."""
+    indexes: Indexes = field(default_factory=Indexes)
+    validations: ValidationStore = field(default_factory=ValidationStore)
+    placements: PlacementStore = field(default_factory=PlacementStore)
+    pools: dict[str, PoolState] = field(default_factory=dict)
     pool_wakers: dict[str, Waker] = field(default_factory=dict)
-    adapter_wakers: dict[str, Waker] = field(default_factory=dict)
-    validations: dict[str, ValidationResult] = field(default_factory=dict)
-    validated_at: dict[str, float] = field(default_factory=dict)
-    placements: dict[str, AdapterPlacement] = field(default_factory=dict)
-    statefulset_replicas: dict[str, int] = field(default_factory=dict)
-    owned_generation: dict[str, int] = field(default_factory=dict)
-    services: dict[str, str] = field(default_factory=dict)
-    """adapter key -> uid for which the Service was ensured in this process."""
-    served_names: dict[str, str] = field(default_factory=dict)
-    """adapter key -> its served name (as last validated)."""
-    pod_reports: dict[str, dict[str, tuple[str, str, str]]] = field(default_factory=dict)
-    """pod uid -> served name -> (digest, state, message) last seen, to wake only the adapters
-    whose report changed."""
+    claims: Claims = field(default_factory=Claims)
+    reports: ReportStore = field(default_factory=ReportStore)
+    fingerprints: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    """adapter key -> what placement reads of it, to wake pools only when that changed."""
     pools_version: int = 0
     """Bumped whenever any pool's spec changes: adapters re-validate against new limits."""
+
+    queue_task: asyncio.Future[None] | None = None
+
+    def capture(self, kwargs: dict[str, Any]) -> None:
+        """Called by every resource handler (in kopf's context): keeps the indexes, and starts
+        the adapter queue from there the first time, so its passes run in the context kopf
+        sets up for handlers (Events are posted through it)."""
+        if self.indexes.capture(kwargs) and self.queue is not None:
+            self.queue_task = asyncio.ensure_future(self.queue.run())
+
+    def pool_state(self, key: str) -> PoolState:
+        return self.pools.setdefault(key, PoolState())
 
     def pool_waker(self, key: str) -> Waker:
         if key not in self.pool_wakers:
             self.pool_wakers[key] = Waker(self.loop)
         return self.pool_wakers[key]
 
-    def adapter_waker(self, key: str) -> Waker:
-        if key not in self.adapter_wakers:
-            self.adapter_wakers[key] = Waker(self.loop)
-        return self.adapter_wakers[key]
-
-    def wake_pools(self, keys: list[str] | None = None) -> None:
-        """Wake the named pool loops (all when None)."""
-        for key, waker in list(self.pool_wakers.items()):
-            if keys is None or key in keys:
+    def wake_pools(self, keys: Iterable[str]) -> None:
+        """Wake the named pool loops."""
+        for key in keys:
+            waker = self.pool_wakers.get(key)
+            if waker is not None:
                 waker.set()
 
-    def wake_adapters(self, keys: list[str] | None = None) -> None:
-        """Wake the named adapter loops (all when None)."""
-        for key, waker in list(self.adapter_wakers.items()):
-            if keys is None or key in keys:
-                waker.set()
+    def pools_of_base(self, base: str) -> list[str]:
+        """Keys of the pools serving `base`."""
+        index = self.indexes.pools
+        if index is None or base not in index:
+            return []
+        return sorted(f"{p.metadata.namespace}/{p.metadata.name}" for p in index[base])
+
+    def wake_adapters(self, keys: Iterable[str]) -> None:
+        """Run the named adapters' passes now."""
+        if self.queue is not None:
+            self.queue.add_many(list(keys))
+
+    def adapters_of_base(self, base: str) -> list[str]:
+        index = self.indexes.adapters_by_base
+        if index is None or base not in index:
+            return []
+        return sorted(index[base])

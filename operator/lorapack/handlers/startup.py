@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
+from functools import partial
 from typing import Any
 
 import kopf
@@ -18,8 +20,10 @@ from lorapack import labels
 from lorapack.clients.kube import KubeClient
 from lorapack.config import OperatorConfig
 from lorapack.handlers import metrics
+from lorapack.handlers.adapters import adapter_work
 from lorapack.handlers.adapters_io import S3Access
 from lorapack.handlers.runtime import Runtime
+from lorapack.handlers.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +65,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="lorapack-io")
     )
     kube = await KubeClient.connect()
-    memo.runtime = Runtime(
-        config=config, kube=kube, loop=asyncio.get_running_loop(), s3=S3Access(kube)
+    runtime = Runtime(config=config, kube=kube, loop=asyncio.get_running_loop(), s3=S3Access(kube))
+    runtime.queue = WorkQueue(
+        runtime.loop, partial(adapter_work, runtime), workers=config.adapter_workers
     )
+    memo.runtime = runtime  # the queue starts with the first resource handler (Runtime.capture)
     if config.metrics_port:
         metrics.serve(config.metrics_port, config.metrics_host)
     log.info(
@@ -76,6 +82,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime | None = getattr(memo, "runtime", None)
+    if runtime is not None and runtime.queue_task is not None:
+        runtime.queue_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await runtime.queue_task
     if runtime is not None:
         await runtime.kube.close()
 

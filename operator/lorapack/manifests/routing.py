@@ -23,6 +23,7 @@ __all__ = [
     "adapter_service",
     "endpoint_slice",
     "endpoint_url",
+    "slice_name",
 ]
 
 Obj = dict[str, Any]
@@ -48,13 +49,35 @@ def _labels(adapter: LoraAdapter) -> dict[str, str]:
     }
 
 
-def endpoint_url(adapter: LoraAdapter, port: int) -> str:
+def endpoint_url(adapter: LoraAdapter, port: int, *, headless: bool = True) -> str:
     """The OpenAI base URL teams call."""
+    port = labels.ENGINE_PORT if headless else port
     return f"http://{adapter.metadata.name}.{adapter.metadata.namespace}.svc:{port}/v1"
 
 
-def adapter_service(adapter: LoraAdapter, port: int) -> Obj:
-    """A Service without selector: its endpoints come only from lorapack's EndpointSlice."""
+def adapter_service(adapter: LoraAdapter, port: int, *, headless: bool = True) -> Obj:
+    """A Service without selector: its endpoints come only from lorapack's EndpointSlices.
+
+    Headless (the default) takes no cluster IP: cluster DNS answers `<adapter>.<namespace>.svc`
+    with the addresses of the pods that hold the adapter, and clients connect to them directly
+    on the engine port. ClusterIP (opt-in) takes one virtual IP from the cluster's Service range
+    and kube-proxy balances over the same endpoints.
+    """
+    spec: Obj = {
+        "ports": [
+            {
+                "name": "http",
+                "protocol": "TCP",
+                # Without a virtual IP nothing translates ports: the engine's port is the port.
+                "port": labels.ENGINE_PORT if headless else port,
+                "targetPort": labels.ENGINE_PORT,
+            }
+        ],
+    }
+    if headless:
+        spec["clusterIP"] = "None"
+    else:
+        spec["type"] = "ClusterIP"
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -64,12 +87,7 @@ def adapter_service(adapter: LoraAdapter, port: int) -> Obj:
             "labels": _labels(adapter),
             "ownerReferences": [adapter_owner_reference(adapter)],
         },
-        "spec": {
-            "type": "ClusterIP",
-            "ports": [
-                {"name": "http", "protocol": "TCP", "port": port, "targetPort": labels.ENGINE_PORT}
-            ],
-        },
+        "spec": spec,
     }
 
 

@@ -10,12 +10,14 @@ and `planning.placing`).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from lorapack.api import conditions
 from lorapack.api.basemodelpool import ALLOWED_LORA_RANKS
 from lorapack.issues import Issue
+from lorapack.planning.admission import admit
+from lorapack.planning.s3access import location_issue
 from lorapack.planning.snapshot import AdapterView, PoolView
 
 __all__ = ["Eligible", "accepts", "eligible", "pools_full", "size_limit", "too_large"]
@@ -35,44 +37,21 @@ def eligible(
     adapter: AdapterView,
     namespace: str,
     pools_by_key: Mapping[str, PoolView],
-    by_model: Mapping[str, list[PoolView]],
+    by_model: Mapping[str, Sequence[PoolView]],
 ) -> Eligible | Issue:
     """Pools the adapter may use, or why none; checks in the order a person would fix them.
     `pools_by_key` holds every pool by key, `by_model` the pools serving each base model."""
     base = adapter.base_model
-    if adapter.pool_ref is not None:
-        pinned = pools_by_key.get(adapter.pool_ref)
-        if pinned is None:
-            return Issue(
-                conditions.POOL_NOT_FOUND,
-                f"spec.poolRef names pool {adapter.pool_ref}, which does not exist: fix "
-                f"spec.poolRef, or remove it to let lorapack choose a pool serving {base}",
-            )
-        if pinned.base_model != base:
-            return Issue(
-                conditions.BASE_MODEL_MISMATCH,
-                f"spec.poolRef names pool {pinned.key}, which serves {pinned.base_model}, "
-                f"not {base}: fix spec.baseModel or spec.poolRef",
-            )
-        pools = [pinned]
-    else:
-        pools = by_model.get(base, [])
-        if not pools:
-            served = sorted(by_model)
-            known = f" (pools serve: {', '.join(served)})" if served else ""
-            return Issue(
-                conditions.NO_POOL,
-                f"no BaseModelPool serves base model {base}{known}: fix spec.baseModel, "
-                f"or ask the platform team for a pool with spec.baseModel.name {base}",
-            )
-    allowed = [p for p in pools if p.allows_namespace(namespace)]
-    if not allowed:
-        return Issue(
-            conditions.NAMESPACE_NOT_ALLOWED,
-            f"namespace {namespace} may not use {_names(pools)} "
-            f"(spec.adapters.allowedNamespaces): ask the platform team to add {namespace} "
-            "to a pool serving the base model, or create the adapter in an allowed namespace",
-        )
+    allowed = admit(
+        namespace,
+        base,
+        adapter.pool_ref,
+        pools_by_key,
+        by_model,
+        (adapter.s3_uri, adapter.s3_endpoint),
+    )
+    if isinstance(allowed, Issue):
+        return allowed
     ranked = [p for p in allowed if adapter.rank <= p.max_lora_rank]
     if not ranked:
         highest = max(p.max_lora_rank for p in allowed)
@@ -128,6 +107,18 @@ def accepts(pool: PoolView, view: AdapterView) -> bool:
         and pool.allows_namespace(view.namespace)
         and view.rank <= pool.max_lora_rank
         and view.size_bytes <= size_limit(pool)
+        and (
+            view.s3_uri is None
+            or location_issue(
+                view.namespace,
+                view.s3_uri,
+                view.s3_endpoint,
+                pool.key,
+                pool.s3_endpoint,
+                pool.s3_grants,
+            )
+            is None
+        )
     )
 
 

@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from lorapack.api.basemodelpool import BaseModelPool
 from lorapack.api.loraadapter import LoraAdapter
 from lorapack.api.meta import parse_quantity
+from lorapack.planning.s3access import Grant
 
 __all__ = [
     "ALL_NAMESPACES",
     "AdapterView",
+    "Grant",
     "PodView",
     "PoolView",
     "Slot",
@@ -70,6 +72,10 @@ class PoolView:
     """adapters.cacheSize in bytes: the adapter files one pod holds; None: not limited."""
     gpu_type: str = ""
     """GPU catalog type, for reports."""
+    s3_grants: tuple[Grant, ...] = ()
+    """spec.adapters.s3Access: where adapters without their own credentials may read."""
+    s3_endpoint: str | None = None
+    """spec.s3.endpoint: the only endpoint the pool's identity is used with."""
 
     @property
     def namespace(self) -> str:
@@ -121,6 +127,11 @@ class AdapterView:
     """Higher priorities are placed first when capacity is short."""
     pool_ref: str | None
     """"namespace/name" of the pool the adapter pins, or None to let placement choose."""
+    s3_uri: str | None = None
+    """spec.source.s3.uri when the adapter reads with the pool's identity (it names no
+    credentials of its own): the pool must grant it (planning.s3access); None otherwise."""
+    s3_endpoint: str | None = None
+    """spec.source.s3.endpoint, for adapters reading with the pool's identity."""
 
     @property
     def namespace(self) -> str:
@@ -179,6 +190,10 @@ def pool_view(pool: BaseModelPool, gpu_costs: Mapping[str, float] | None = None)
         max_adapter_bytes=parse_quantity(max_size) if max_size is not None else None,
         cache_bytes=parse_quantity(spec.adapters.cache_size),
         gpu_type=spec.gpu.type,
+        s3_grants=tuple(
+            Grant(frozenset(g.namespaces), tuple(g.uri_prefixes)) for g in spec.adapters.s3_access
+        ),
+        s3_endpoint=spec.s3.endpoint,
     )
 
 
@@ -201,6 +216,8 @@ def adapter_view(
     if spec.pool_ref is not None:
         pool_ref = _key(spec.pool_ref.namespace or namespace, spec.pool_ref.name)
     load = float(spec.expected_load.requests_per_second) if spec.expected_load else 0.0
+    source = spec.source.s3
+    own_credentials = source.credentials_secret_ref is not None
     return AdapterView(
         key=_key(namespace, adapter.metadata.name),
         base_model=spec.base_model,
@@ -211,6 +228,8 @@ def adapter_view(
         load=load,
         priority=spec.priority,
         pool_ref=pool_ref,
+        s3_uri=None if own_credentials else source.uri,
+        s3_endpoint=None if own_credentials else source.endpoint,
     )
 
 

@@ -68,9 +68,18 @@ class SecretReader(Protocol):
 
 
 class Writer(Protocol):
-    """Writes to the cluster: server-side apply, deletes, status patches."""
+    """Writes to the cluster: create, server-side apply, deletes, status patches (and the one
+    read a write needs: who owns a same-named object)."""
 
     async def apply(self, obj: Mapping[str, Any]) -> None: ...
+
+    async def create(self, obj: Mapping[str, Any]) -> None:
+        """Create; ApiConflict when an object of that name exists."""
+        ...
+
+    async def get(
+        self, api_version: str, kind: str, namespace: str, name: str
+    ) -> Mapping[str, Any] | None: ...
 
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None: ...
 

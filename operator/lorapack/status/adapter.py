@@ -51,6 +51,10 @@ class AdapterFacts:
     deleting_message: str = ""
     waiting: Issue | None = None
     """A transient obstacle being retried (e.g. S3 unreachable during validation)."""
+    write_problem: Issue | None = None
+    """A write for this adapter the cluster refused (its Service, EndpointSlice, URLs)."""
+    write_transient: bool = False
+    """The refused write is retried (the API server was unavailable)."""
 
 
 def _short(digest: str) -> str:
@@ -119,6 +123,9 @@ def _verdict(
         if facts.waiting is not None:
             return Verdict("progressing", facts.waiting.reason, facts.waiting.message)
         return Verdict("progressing", c.PROGRESSING, "reading the adapter's files from S3")
+    if facts.write_problem is not None:
+        kind = "progressing" if facts.write_transient else "stalled"
+        return Verdict(kind, facts.write_problem.reason, facts.write_problem.message)
     if facts.unplaceable is not None and serving < spec_min:
         stuck = sorted(
             (p for p in facts.pods.values() if p.unschedulable and not p.deleting),

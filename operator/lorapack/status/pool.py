@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from lorapack import labels
 from lorapack.api import conditions as c
 from lorapack.api.basemodelpool import BaseModelPool, BaseModelPoolStatus, PoolCapacity
+from lorapack.issues import Issue
 from lorapack.planning.pods import PodObservation
 from lorapack.status.conditions import Verdict, kstatus_conditions
 
@@ -28,13 +29,23 @@ class PoolFacts:
     slots_used: int
     adapters_placed: int
     adapters_pending: int
-    problem: str | None = None
-    """A spec problem that stops the pool (InvalidSpec message)."""
+    problem: Issue | None = None
+    """A spec problem that stops the pool (an invalid spec or name)."""
+    write_failures: Sequence[Issue] = ()
+    """Writes of the pool's own objects the cluster refused in the last pass."""
+    retrying: bool = False
+    """The pool's refused writes were transient (retried soon)."""
+    adapter_failures: int = 0
+    """Adapters whose own objects were refused (their statuses say why)."""
 
 
 def _verdict(pool: BaseModelPool, facts: PoolFacts, ready: int) -> Verdict:
-    if facts.problem:
-        return Verdict("stalled", c.INVALID_SPEC, facts.problem)
+    if facts.problem is not None:
+        return Verdict("stalled", facts.problem.reason, facts.problem.message)
+    if facts.write_failures:
+        issue = facts.write_failures[0]
+        text = "; ".join(i.message for i in facts.write_failures)
+        return Verdict("progressing" if facts.retrying else "stalled", issue.reason, text)
     unschedulable = sorted(
         (p for p in facts.pods if p.unschedulable and not p.deleting), key=lambda p: p.ordinal
     )
@@ -63,6 +74,8 @@ def _verdict(pool: BaseModelPool, facts: PoolFacts, ready: int) -> Verdict:
             f"{ready}/{facts.desired_replicas} pods ready",
         )
     pending = f", {facts.adapters_pending} pending" if facts.adapters_pending else ""
+    if facts.adapter_failures:
+        pending += f", {facts.adapter_failures} with refused writes (see their LoraAdapter status)"
     return Verdict(
         "ready",
         c.AS_EXPECTED,
