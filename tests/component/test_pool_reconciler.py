@@ -59,6 +59,7 @@ class Cluster:
         self.owned: int | None = None
         self.deleting: frozenset[str] = frozenset()
         self.claims = FakeClaims()
+        self.settings = SETTINGS
 
     def pods(self) -> list[PodObservation]:
         out = []
@@ -107,7 +108,7 @@ class Cluster:
     async def step(self) -> PoolOutcome:
         before = len(self.writer.calls)
         outcome = await reconcile_pool(
-            self.world(), self.writer, self.presigner, SETTINGS, self.claims
+            self.world(), self.writer, self.presigner, self.settings, self.claims
         )
         if outcome.statefulset_applied:
             self.replicas = outcome.desired_replicas

@@ -22,17 +22,25 @@ class FakeWriter:
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.calls: list[tuple[str, str, str, str]] = []
+        self.fail: dict[tuple[str, str, str], Exception] = {}
+        """(kind, namespace, name) -> the error every write of that object raises."""
+
+    def _check(self, key: tuple[str, str, str]) -> None:
+        if key in self.fail:
+            raise self.fail[key]
 
     async def apply(self, obj: Mapping[str, Any]) -> None:
         meta = obj["metadata"]
         key = (str(obj["kind"]), str(meta.get("namespace", "")), str(meta["name"]))
-        self.objects[key] = dict(obj)
         self.calls.append(("apply", *key))
+        self._check(key)
+        self.objects[key] = dict(obj)
 
     async def create(self, obj: Mapping[str, Any]) -> None:
         meta = obj["metadata"]
         key = (str(obj["kind"]), str(meta.get("namespace", "")), str(meta["name"]))
         self.calls.append(("create", *key))
+        self._check(key)
         if key in self.objects:
             raise ApiConflict(f"{key} already exists")
         self.objects[key] = dict(obj)
@@ -43,8 +51,9 @@ class FakeWriter:
         return self.objects.get((kind, namespace, name))
 
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
-        self.objects.pop((kind, namespace, name), None)
         self.calls.append(("delete", kind, namespace, name))
+        self._check((kind, namespace, name))
+        self.objects.pop((kind, namespace, name), None)
 
     async def patch_status(
         self, api_version: str, kind: str, namespace: str, name: str, status: Mapping[str, Any]
