@@ -258,3 +258,56 @@ def test_no_filename_is_a_usage_error() -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["plan"])
     assert exit_info.value.code == 2
+
+
+# -- speaking like the operator --------------------------------------------------------------
+
+
+def test_an_invalid_pool_is_the_first_problem_and_its_adapters_point_at_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad_pool = make_pool(replicas={"min": 3, "max": 1})
+    adapters = [make_adapter(f"bot-{i}", rank=16) for i in range(3)]
+    write_yaml(tmp_path / "all.yaml", *adapters, bad_pool)
+    assert main(["plan", "-f", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    problems = out.split("NOT PLACED", 1)[1]
+    assert problems.index("InvalidSpec") < problems.index("NoPoolForBaseModel")
+    assert (
+        "BaseModelPool ml-platform/llama3-8b serves meta-llama/Meta-Llama-3-8B but is invalid"
+        in out
+    )
+
+
+def test_counts_are_singular_when_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_yaml(
+        tmp_path / "one.yaml", make_pool(replicas={"min": 1, "max": 1}), make_adapter(rank=16)
+    )
+    assert main(["plan", "-f", str(tmp_path)]) == 0
+    assert "1 of 1 adapter placed on 1 pod, 1 GPU" in capsys.readouterr().out
+
+
+def test_reads_a_render_from_standard_input(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    text = yaml.safe_dump_all([make_pool(), make_adapter(rank=16)], sort_keys=False)
+    monkeypatch.setattr("sys.stdin", io.StringIO(text))
+    code, data = plan_json(capsys, "-f", "-")
+    assert code == 0 and data["summary"]["placed"] == 1
+
+
+def test_objects_without_a_namespace_are_assumed_default_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    adapter = make_adapter(rank=16, namespace="team-a")
+    del adapter["metadata"]["namespace"]
+    pool = make_pool(adapters={"allowedNamespaces": ["default", "team-a"]})
+    write_yaml(tmp_path / "x.yaml", pool, adapter)
+    code, data = plan_json(capsys, "-f", str(tmp_path))
+    assert code == 0
+    assert any("metadata.namespace is not set; assumed default" in w for w in data["warnings"])
+    code, data = plan_json(capsys, "-f", str(tmp_path), "-n", "team-a")
+    assert code == 0 and not data["warnings"]
+    assert data["adapters"][0]["adapter"] == "team-a/support-bot"

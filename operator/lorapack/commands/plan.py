@@ -58,7 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         required=True,
         metavar="DIR_OR_FILE",
-        help="YAML file or folder (searched recursively); repeatable",
+        help="YAML file or folder (searched recursively), or - for standard input (e.g. "
+        "`kustomize build . | lorapack plan -f -`); repeatable",
     )
     parser.add_argument(
         "--adapter-config",
@@ -70,8 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-n",
         "--namespace",
-        default="default",
-        help="namespace of objects whose metadata names none (default: default)",
+        default=None,
+        help="namespace of objects whose metadata names none, as the GitOps tool's target "
+        "namespace would set it (default: `default`, with a warning per object)",
     )
     add_output_flag(parser)
 
@@ -95,13 +97,16 @@ class _Report:
     warnings: list[str] = field(default_factory=list)
     ignored: int = 0
     seen: set[tuple[str, str]] = field(default_factory=set)
+    invalid_pools: dict[str, str] = field(default_factory=dict)
+    """base model name -> key of an invalid pool for it (its cause is printed first)."""
 
     def refuse(self, where: str, what: str, reason: str, message: str) -> None:
         self.invalid.append({"source": where, "object": what, "reason": reason, "message": message})
 
 
 def run(args: argparse.Namespace) -> int:
-    missing = [str(p) for p in args.paths if not p.exists()]
+    stdin = any(str(p) == "-" for p in args.paths)
+    missing = [str(p) for p in args.paths if str(p) != "-" and not p.exists()]
     if missing:
         print(f"error: no such file or folder: {', '.join(missing)}", file=sys.stderr)
         return 2
@@ -115,11 +120,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: --adapter-config {item!r}: no such file", file=sys.stderr)
             return 2
         overrides[name] = Path(path)
-    files = sorted({f for p in args.paths for f in _yaml_files(p)})
-    if not files:
+    files = sorted({f for p in args.paths if str(p) != "-" for f in _yaml_files(p)})
+    if not files and not stdin:
         print("error: no .yaml or .yml files under the given paths", file=sys.stderr)
         return 2
     report = _Report()
+    if stdin:
+        _read_text(sys.stdin.read(), "<stdin>", Path.cwd(), args.namespace, report)
     for path in files:
         _read_file(path, args.namespace, report)
     for adapter in report.adapters:
@@ -141,14 +148,25 @@ def _yaml_files(path: Path) -> Iterator[Path]:
         yield path
 
 
-def _read_file(path: Path, namespace: str, report: _Report) -> None:
+def _read_file(path: Path, namespace: str | None, report: _Report) -> None:
     try:
-        documents = list(yaml.safe_load_all(path.read_text()))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
         report.refuse(str(path), "file", "InvalidYAML", f"cannot read YAML: {err}")
         return
+    _read_text(text, str(path), path.parent, namespace, report)
+
+
+def _read_text(
+    text: str, source: str, folder: Path, namespace: str | None, report: _Report
+) -> None:
+    try:
+        documents = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as err:
+        report.refuse(source, "file", "InvalidYAML", f"cannot read YAML: {err}")
+        return
     for index, doc in enumerate(documents, start=1):
-        where = f"{path}: document {index}"
+        where = f"{source}: document {index}"
         if doc is None:
             continue
         if not isinstance(doc, dict):
@@ -161,7 +179,8 @@ def _read_file(path: Path, namespace: str, report: _Report) -> None:
             continue
         raw_meta = doc.get("metadata")
         meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
-        name = f"{kind} {meta.get('namespace') or namespace}/{meta.get('name', '?')}"
+        effective = meta.get("namespace") or namespace or "default"
+        name = f"{kind} {effective}/{meta.get('name', '?')}"
         if kind not in _KINDS:
             report.refuse(
                 where, name, "InvalidSpec", f"unknown kind {kind!r}: use {' or '.join(_KINDS)}"
@@ -172,8 +191,16 @@ def _read_file(path: Path, namespace: str, report: _Report) -> None:
             obj = model.model_validate(doc)
         except ValidationError as err:
             report.refuse(where, name, "InvalidSpec", _validation_text(err))
+            if kind == POOL_KIND:
+                base = ((doc.get("spec") or {}).get("baseModel") or {}).get("name")
+                report.invalid_pools[str(base)] = name.partition(" ")[2]
             continue
-        obj.metadata.namespace = obj.metadata.namespace or namespace
+        if not obj.metadata.namespace and namespace is None:
+            report.warnings.append(
+                f"{name}: metadata.namespace is not set; assumed default (pass -n with the "
+                "namespace your GitOps tool applies it to)"
+            )
+        obj.metadata.namespace = obj.metadata.namespace or effective
         if not obj.metadata.name:
             report.refuse(where, name, "InvalidSpec", "metadata.name: required")
             continue
@@ -186,7 +213,7 @@ def _read_file(path: Path, namespace: str, report: _Report) -> None:
             report.pools.append((obj, where))
         else:
             assert isinstance(obj, LoraAdapter)
-            report.adapters.append(_Adapter(obj, where, path.parent))
+            report.adapters.append(_Adapter(obj, where, folder))
 
 
 def _validation_text(error: ValidationError) -> str:
@@ -389,9 +416,11 @@ def _summarise(report: _Report, plan: PlacementPlan) -> dict[str, Any]:
             }
         )
     unplaceable = [
-        {"adapter": k, "reason": u.reason, "message": u.message}
+        {"adapter": k, "reason": u.reason, "message": _explain(report, k, u.reason, u.message)}
         for k, u in plan.unplaceable.items()
     ]
+    # The cause first: an invalid pool explains the adapters that then have no pool.
+    invalid = sorted(report.invalid, key=lambda i: not i["object"].startswith(POOL_KIND))
     warnings = [*report.warnings, *(f"{ADAPTER_KIND} {k}: {w}" for k, w in plan.warnings.items())]
     total = len(report.adapters) + len(
         {i["object"] for i in report.invalid if i["object"].startswith(ADAPTER_KIND)}
@@ -400,7 +429,7 @@ def _summarise(report: _Report, plan: PlacementPlan) -> dict[str, Any]:
         "pools": pools_out,
         "adapters": adapters_out,
         "unplaceable": unplaceable,
-        "invalid": report.invalid,
+        "invalid": invalid,
         "warnings": warnings,
         "summary": {
             "adapters": total,
@@ -449,9 +478,9 @@ def _table(data: dict[str, Any]) -> str:
             for a in data["adapters"]
         ]
         parts.append(render_table(["ADAPTER", "POOL", "RANK", "COPIES", "PODS"], rows))
-    problems = [[u["adapter"], u["reason"], u["message"]] for u in data["unplaceable"]] + [
+    problems = [
         [i["object"], i["reason"], f"{i['source']}: {i['message']}"] for i in data["invalid"]
-    ]
+    ] + [[u["adapter"], u["reason"], u["message"]] for u in data["unplaceable"]]
     if problems:
         parts.append(render_table(["NOT PLACED", "REASON", "MESSAGE"], problems))
     parts.extend(f"warning: {w}" for w in data["warnings"])
@@ -463,7 +492,25 @@ def _table(data: dict[str, Any]) -> str:
         else ""
     )
     parts.append(
-        f"{s['placed']} of {s['adapters']} adapters placed on {s['pods']} pods, {s['gpus']} GPUs"
-        f"{saved}."
+        f"{s['placed']} of {_count(s['adapters'], 'adapter')} placed on "
+        f"{_count(s['pods'], 'pod')}, {_count(s['gpus'], 'GPU')}{saved}."
     )
     return "\n\n".join(parts)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+def _explain(report: _Report, key: str, reason: str, message: str) -> str:
+    """An adapter with no pool because its pool is invalid is told so (not NoPoolForBaseModel
+    alone, which sends teams to the wrong fix)."""
+    adapter = next((a for a in report.adapters if _obj_key(a.obj.metadata.namespace,
+                    a.obj.metadata.name) == key), None)  # fmt: skip
+    if adapter is None or reason != "NoPoolForBaseModel":
+        return message
+    pool = report.invalid_pools.get(adapter.obj.spec.base_model)
+    if pool is None:
+        return message
+    base = adapter.obj.spec.base_model
+    return f"BaseModelPool {pool} serves {base} but is invalid (see above): {message}"

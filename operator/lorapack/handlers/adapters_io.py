@@ -21,6 +21,7 @@ from lorapack.api.loraadapter import ArtifactObject, LoraAdapter
 from lorapack.clients import kube as k
 from lorapack.clients.s3 import ObjectInfo, S3Client, S3Settings
 from lorapack.errors import InvalidSpec
+from lorapack.planning.s3access import effective_target
 
 __all__ = ["KubeWriter", "S3Access"]
 
@@ -122,10 +123,14 @@ class S3Access:
     async def settings_for(self, adapter: LoraAdapter, pool: BaseModelPool) -> S3Settings:
         """Endpoint, region and credentials for the adapter's files."""
         source = adapter.spec.source.s3
+        target = effective_target(
+            source.endpoint, source.region, source.addressing_style,
+            pool.spec.s3.endpoint, pool.spec.s3.region, pool.spec.s3.addressing_style,
+        )  # fmt: skip
         common: dict[str, Any] = {
-            "endpoint": source.endpoint or pool.spec.s3.endpoint,
-            "region": source.region or pool.spec.s3.region,
-            "addressing_style": source.addressing_style or pool.spec.s3.addressing_style,
+            "endpoint": target.endpoint,
+            "region": target.region,
+            "addressing_style": target.addressing_style,
         }
         if source.credentials_secret_ref is not None:
             namespace, name, field = (
