@@ -13,7 +13,9 @@ from types import SimpleNamespace
 
 from lorapack.api.basemodelpool import BaseModelPool
 from lorapack.api.loraadapter import ArtifactStatus, LoraAdapter, LoraAdapterStatus
-from lorapack.commands.plan import _Adapter, _Report, _snapshot
+from lorapack.commands.plan import _snapshot
+from lorapack.commands.planfiles import PlanAdapter as _Adapter
+from lorapack.commands.planfiles import PlanInput as _Report
 from lorapack.planning.packing import plan_placement
 from lorapack.reconcilers.poolworld import PoolWorld, build_snapshot, name_losers, versions
 from tests.builders import make_adapter, make_pool
