@@ -16,12 +16,10 @@ Callers: the operator's handlers (through reconciler ports), the agent, the pod 
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import aiohttp
@@ -29,29 +27,11 @@ from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.client import ApiClient, Configuration
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from lorapack.clients.kube.resources import SERVICEACCOUNT, ResourceType, resource_for
+from lorapack.clients.kube.watch import WatchEvent, watch_objects
 from lorapack.errors import ApiConflict, InvalidSpec, PermanentError, RetryableError
 
-__all__ = [
-    "ADAPTER",
-    "CONFIGMAP",
-    "ENDPOINTSLICE",
-    "EVENT",
-    "NAMESPACE",
-    "NODE",
-    "PDB",
-    "POD",
-    "POOL",
-    "ROLE",
-    "ROLEBINDING",
-    "SECRET",
-    "SERVICE",
-    "SERVICEACCOUNT",
-    "STATEFULSET",
-    "KubeClient",
-    "ResourceType",
-    "WatchEvent",
-    "resource_for",
-]
+__all__ = ["KubeClient", "WatchEvent"]
 
 log = logging.getLogger(__name__)
 
@@ -62,72 +42,6 @@ _CONTENT_TYPES = {
     "json": "application/json-patch+json",
     "strategic": "application/strategic-merge-patch+json",
 }
-
-
-@dataclass(frozen=True)
-class ResourceType:
-    """Where a kind lives in the REST API."""
-
-    api_version: str
-    kind: str
-    plural: str
-    namespaced: bool = True
-
-    def path(
-        self, namespace: str | None = None, name: str | None = None, sub: str | None = None
-    ) -> str:
-        """The REST path of the collection, or of one object (and its subresource)."""
-        base = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
-        if self.namespaced and namespace:
-            base += f"/namespaces/{namespace}"
-        base += f"/{self.plural}"
-        if name:
-            base += f"/{name}"
-            if sub:
-                base += f"/{sub}"
-        return base
-
-
-POD = ResourceType("v1", "Pod", "pods")
-SERVICE = ResourceType("v1", "Service", "services")
-SECRET = ResourceType("v1", "Secret", "secrets")
-CONFIGMAP = ResourceType("v1", "ConfigMap", "configmaps")
-SERVICEACCOUNT = ResourceType("v1", "ServiceAccount", "serviceaccounts")
-NAMESPACE = ResourceType("v1", "Namespace", "namespaces", namespaced=False)
-NODE = ResourceType("v1", "Node", "nodes", namespaced=False)
-EVENT = ResourceType("events.k8s.io/v1", "Event", "events")
-STATEFULSET = ResourceType("apps/v1", "StatefulSet", "statefulsets")
-PDB = ResourceType("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")
-ENDPOINTSLICE = ResourceType("discovery.k8s.io/v1", "EndpointSlice", "endpointslices")
-ROLE = ResourceType("rbac.authorization.k8s.io/v1", "Role", "roles")
-ROLEBINDING = ResourceType("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings")
-POOL = ResourceType("lorapack.io/v1alpha1", "BaseModelPool", "basemodelpools")
-ADAPTER = ResourceType("lorapack.io/v1alpha1", "LoraAdapter", "loraadapters")
-
-_BY_KIND = {
-    (r.api_version, r.kind): r
-    for r in (
-        POD, SERVICE, SECRET, CONFIGMAP, SERVICEACCOUNT, NAMESPACE, NODE, EVENT, STATEFULSET,
-        PDB, ENDPOINTSLICE, ROLE, ROLEBINDING, POOL, ADAPTER,
-    )
-}  # fmt: skip
-
-
-def resource_for(obj: Mapping[str, Any]) -> ResourceType:
-    """The ResourceType of an object by its apiVersion and kind."""
-    key = (str(obj.get("apiVersion")), str(obj.get("kind")))
-    try:
-        return _BY_KIND[key]
-    except KeyError:
-        raise InvalidSpec(f"lorapack does not manage {key[1]} ({key[0]})") from None
-
-
-@dataclass(frozen=True)
-class WatchEvent:
-    """One watch event: ADDED, MODIFIED, DELETED (BOOKMARK and ERROR are handled inside)."""
-
-    type: str
-    object: Obj
 
 
 def _status_message(body: str | bytes | None) -> str:
@@ -175,6 +89,11 @@ class KubeClient:
             except k8s_config.ConfigException:
                 await k8s_config.load_kube_config(client_configuration=configuration)
         return cls(ApiClient(configuration))
+
+    @property
+    def api(self) -> ApiClient:
+        """The official client's transport (configuration, auth, TLS, connection pool)."""
+        return self._api
 
     async def close(self) -> None:
         await self._api.close()
@@ -240,10 +159,10 @@ class KubeClient:
         field_selector: str | None = None,
     ) -> builtins.list[Obj]:
         """Every matching object (all pages)."""
-        items, _ = await self._list_all(rt, namespace, label_selector, field_selector)
+        items, _ = await self.list_all(rt, namespace, label_selector, field_selector)
         return items
 
-    async def _list_all(
+    async def list_all(
         self,
         rt: ResourceType,
         namespace: str | None,
@@ -374,97 +293,9 @@ class KubeClient:
         field_selector: str | None = None,
         timeout_seconds: int = 240,
     ) -> AsyncIterator[WatchEvent]:
-        """List, then watch forever: yields ADDED for existing objects, then every change.
-
-        Re-lists after the server ends a watch with 410 Gone; reconnects after network errors
-        (callers see only ADDED/MODIFIED/DELETED).
-        """
-        known: dict[str, Obj] = {}
-        while True:
-            try:
-                items, version = await self._list_all(rt, namespace, label_selector, field_selector)
-            except RetryableError:
-                await asyncio.sleep(1.0)
-                continue
-            fresh = {str(i["metadata"]["uid"]): i for i in items}
-            for uid, obj in known.items():
-                if uid not in fresh:
-                    yield WatchEvent("DELETED", obj)
-            for uid, obj in fresh.items():
-                yield WatchEvent("MODIFIED" if uid in known else "ADDED", obj)
-            known = fresh
-            async for event in self._watch_from(
-                rt, namespace, label_selector, field_selector, version, timeout_seconds
-            ):
-                if event is None:  # 410 Gone or a broken stream: re-list
-                    break
-                uid = str(event.object["metadata"]["uid"])
-                if event.type == "DELETED":
-                    known.pop(uid, None)
-                else:
-                    known[uid] = event.object
-                yield event
-
-    async def _watch_from(
-        self,
-        rt: ResourceType,
-        namespace: str | None,
-        label_selector: str | None,
-        field_selector: str | None,
-        version: str,
-        timeout_seconds: int,
-    ) -> AsyncIterator[WatchEvent | None]:
-        query: list[tuple[str, Any]] = [
-            ("watch", "true"),
-            ("allowWatchBookmarks", "true"),
-            ("timeoutSeconds", timeout_seconds),
-        ]
-        if version:
-            query.append(("resourceVersion", version))
-        if label_selector:
-            query.append(("labelSelector", label_selector))
-        if field_selector:
-            query.append(("fieldSelector", field_selector))
-        while True:
-            try:
-                resp = await self._api.call_api(
-                    rt.path(namespace),
-                    "GET",
-                    query_params=query,
-                    header_params={"Accept": "application/json"},
-                    auth_settings=["BearerToken"],
-                    _preload_content=False,
-                    _return_http_data_only=True,
-                    _request_timeout=timeout_seconds + 30,
-                )
-            except (ApiException, aiohttp.ClientError, TimeoutError) as err:
-                log.debug("Watch of %s failed: %s", rt.plural, err)
-                await asyncio.sleep(1.0)
-                yield None
-                return
-            async with resp:
-                if resp.status >= 300:
-                    yield None
-                    return
-                try:
-                    async for line in resp.content:
-                        if not line.strip():
-                            continue
-                        event = json.loads(line)
-                        kind = event.get("type")
-                        obj = event.get("object") or {}
-                        if kind == "ERROR":  # 410 Gone: our resourceVersion is too old
-                            yield None
-                            return
-                        rv = (obj.get("metadata") or {}).get("resourceVersion")
-                        if rv:
-                            query = [q for q in query if q[0] != "resourceVersion"]
-                            query.append(("resourceVersion", rv))
-                        if kind == "BOOKMARK":
-                            continue
-                        yield WatchEvent(str(kind), obj)
-                except (aiohttp.ClientError, TimeoutError, ValueError) as err:
-                    log.debug("Watch stream of %s broke: %s", rt.plural, err)
-                    yield None
-                    return
-            # The server closed the watch after timeoutSeconds: resume from the last version.
+        """List, then watch forever (see lorapack.clients.kube.watch)."""
+        async for event in watch_objects(
+            self, rt, namespace, label_selector=label_selector,
+            field_selector=field_selector, timeout_seconds=timeout_seconds,
+        ):  # fmt: skip
+            yield event
