@@ -15,7 +15,7 @@ import pytest
 from lorapack.api import conditions
 from lorapack.api.basemodelpool import BaseModelPool
 from lorapack.api.loraadapter import ArtifactStatus, LoraAdapter, LoraAdapterStatus
-from lorapack.planning import packing, scaling, snapshot
+from lorapack.planning import packing, poolfill, scaling, snapshot
 from lorapack.planning.packing import PlacementPlan, PlacementPolicy, plan_placement
 from lorapack.planning.snapshot import AdapterView, PodView, PoolView, Slot, Snapshot
 from tests import builders
@@ -420,9 +420,10 @@ def test_same_input_in_another_order_gives_the_same_plan() -> None:
     [
         (snapshot, {"AdapterView", "PodView", "PoolView", "Snapshot", "snapshot_from_api"}),
         (packing, {"PlacementPlan", "PlacementPolicy", "PoolPlan", "Move", "plan_placement"}),
-        (scaling, {"PoolState", "copies_and_load", "lower_bound"}),
+        (scaling, {"copies_and_load", "lower_bound"}),
+        (poolfill, {"PoolState"}),
     ],
-    ids=["snapshot", "packing", "scaling"],
+    ids=["snapshot", "packing", "scaling", "poolfill"],
 )
 def test_public_surface(module: Any, names_: set[str]) -> None:
     assert names_ <= set(module.__all__)

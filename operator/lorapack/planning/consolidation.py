@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lorapack.planning.scaling import EPSILON, PoolState, dominant_share
+from lorapack.planning.poolfill import PoolState
+from lorapack.planning.scaling import EPSILON, dominant_share
 
 __all__ = ["Drain", "drain_highest"]
 

@@ -20,7 +20,7 @@ from lorapack.planning.plan import (
     POOL_SHRUNK,
 )
 from lorapack.planning.planner import PlannerBase
-from lorapack.planning.scaling import PoolState
+from lorapack.planning.poolfill import PoolState
 from lorapack.planning.snapshot import Slot
 
 __all__ = ["KeepPlaced"]

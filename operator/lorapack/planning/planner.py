@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from lorapack.issues import Issue
 from lorapack.planning.eligibility import Eligible, eligible, size_limit, too_large
 from lorapack.planning.plan import Move, PlacementPolicy
-from lorapack.planning.scaling import PoolState, copies_and_load
+from lorapack.planning.poolfill import PoolState
+from lorapack.planning.scaling import copies_and_load
 from lorapack.planning.snapshot import (
     ALL_NAMESPACES,
     AdapterView,
