@@ -70,6 +70,9 @@ async def adapter_changed(
     key = object_key(namespace or "", name)
     if kwargs.get("type") == "DELETED":
         rt.fingerprints.pop(key, None)
+        spec = body.get("spec") or {}
+        if isinstance(spec.get("baseModel"), str):
+            _recheck_rivals(rt, key, spec["baseModel"], {str(spec.get("servedName") or name)})
         return
     adapter = _one(rt.indexes.adapters, key)
     generation = int((body.get("metadata") or {}).get("generation") or 0)
@@ -77,14 +80,34 @@ async def adapter_changed(
     rt.validations.seen(key, new_generation=last is not None and last.generation != generation)
     if isinstance(adapter, LoraAdapter):
         mark = fingerprint(adapter)
-        if rt.fingerprints.get(key) != mark:
+        before = rt.fingerprints.get(key)
+        if before != mark:
             rt.fingerprints[key] = mark
             rt.wake_pools(rt.pools_of_base(adapter.spec.base_model))
             rt.wake_adapters([key])
+            names = {adapter.served_name} | ({str(before[-1] or name)} if before else set())
+            _recheck_rivals(rt, key, adapter.spec.base_model, names)
         elif last is None or last.generation != generation:
             rt.wake_adapters([key])
     else:
         rt.wake_adapters([key])
+
+
+def _recheck_rivals(rt: Runtime, key: str, base: str, names: set[str]) -> None:
+    """An adapter took, changed or left a served name: the adapters refused that name are
+    checked again now (one of them may own it now), not at their next revalidation."""
+    rivals = []
+    for served in names:
+        for other in rt.claimants(base, served):
+            last = rt.validations.get(other)
+            if (
+                other != key
+                and last is not None
+                and any(p.reason == c.SERVED_NAME_CONFLICT for p in last.problems)
+            ):
+                rt.validations.forget(other)
+                rivals.append(other)
+    rt.wake_adapters(rivals)
 
 
 def _gather(rt: Runtime, adapter: LoraAdapter) -> AdapterWorld:
@@ -95,9 +118,10 @@ def _gather(rt: Runtime, adapter: LoraAdapter) -> AdapterWorld:
     ]  # fmt: skip
     if not pools:  # refusals name the base models that are served
         pools = [p for bucket in rt.indexes.pools for p in rt.indexes.pools[bucket]]
+    # Only the adapters claiming the same served name matter for its ownership.
     others = [
         a
-        for k in rt.adapters_of_base(adapter.spec.base_model)
+        for k in rt.claimants(adapter.spec.base_model, adapter.served_name)
         if isinstance(a := _one(rt.indexes.adapters, k), LoraAdapter)
     ]
     placement = rt.placements.get(key)

@@ -38,6 +38,7 @@ class Indexes:
     pools: Any = None
     adapters: Any = None
     adapters_by_base: Any = None
+    adapters_by_name: Any = None
     pods: Any = None
     slices: Any = None
     services: Any = None
@@ -50,6 +51,7 @@ class Indexes:
         self.pools = kwargs["lorapack_pools"]
         self.adapters = kwargs["lorapack_adapters"]
         self.adapters_by_base = kwargs["lorapack_adapters_by_base"]
+        self.adapters_by_name = kwargs["lorapack_adapters_by_name"]
         self.pods = kwargs["lorapack_pods"]
         self.slices = kwargs["lorapack_slices"]
         self.services = kwargs["lorapack_services"]
@@ -115,6 +117,14 @@ class Runtime:
         """Run the named adapters' passes now."""
         if self.queue is not None:
             self.queue.add_many(list(keys))
+
+    def claimants(self, base: str, served_name: str) -> list[str]:
+        """Keys of the adapters of `base` claiming `served_name`."""
+        index = self.indexes.adapters_by_name
+        key = (base, served_name)
+        if index is None or key not in index:
+            return []
+        return sorted(index[key])
 
     def adapters_of_base(self, base: str) -> list[str]:
         index = self.indexes.adapters_by_base

@@ -38,7 +38,7 @@ class AdapterWorld:
     """Live pools of the adapter's base model (all pools when none serves it, so refusals can
     say which base models are served)."""
     others: Sequence[LoraAdapter]
-    """Adapters of the same base model (served-name ownership)."""
+    """Adapters of the same base model claiming the same served name (its ownership)."""
     last: ValidationResult | None
     """The last validation (None: never checked in this process)."""
     check_due: bool
