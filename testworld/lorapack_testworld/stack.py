@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lorapack_testworld.artifacts import ArtifactIndex, load_index
+from lorapack_testworld.basemodels import stage_base_models
 from lorapack_testworld.devcluster import DEFAULT_CRDS_DIR, DevCluster
 from lorapack_testworld.paths import REPO_ROOT
 from lorapack_testworld.s3server import S3Server, start_s3_server
@@ -98,6 +99,7 @@ class Stack:
             if detach:  # the server stops itself at interpreter exit unless told otherwise
                 atexit.unregister(s3.stop)
             stack.s3, stack.s3_endpoint = s3, s3.endpoint
+            stage_base_models(s3, stack.artifacts)  # the pools' base model, staged in S3
             stack.s3_keys = (s3.access_key, s3.secret_key)
             if s3._process is not None:
                 stack.pids["s3"] = s3._process.pid

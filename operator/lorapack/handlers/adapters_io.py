@@ -18,10 +18,11 @@ from lorapack import labels
 from lorapack.api.basemodelpool import BaseModelPool
 from lorapack.api.conditions import CREDENTIALS_NOT_FOUND
 from lorapack.api.loraadapter import ArtifactObject, LoraAdapter
+from lorapack.api.meta import parse_s3_uri
 from lorapack.clients import kube as k
 from lorapack.clients.s3 import ObjectInfo, S3Client, S3Settings
 from lorapack.errors import InvalidSpec
-from lorapack.planning.s3access import effective_target
+from lorapack.planning.s3access import S3Target, effective_target
 
 __all__ = ["KubeWriter", "S3Access"]
 
@@ -127,26 +128,55 @@ class S3Access:
             source.endpoint, source.region, source.addressing_style,
             pool.spec.s3.endpoint, pool.spec.s3.region, pool.spec.s3.addressing_style,
         )  # fmt: skip
+        ref: tuple[str, str, str] | None
+        if source.credentials_secret_ref is not None:
+            ref = (
+                adapter.metadata.namespace,
+                source.credentials_secret_ref.name,
+                "spec.source.s3.credentialsSecretRef",
+            )
+        else:
+            ref = self._pool_secret(pool)
+        return await self._settings(target, ref)
+
+    async def base_model_settings(self, pool: BaseModelPool) -> S3Settings:
+        """Endpoint, region and credentials for the pool's base-model files: the source's own
+        Secret, else the pool's (the same the pods' fetch-model container uses)."""
+        source = pool.spec.base_model.source.s3
+        assert source is not None  # callers check the pool has an S3 model source
+        target = effective_target(
+            source.endpoint, source.region, None,
+            pool.spec.s3.endpoint, pool.spec.s3.region, pool.spec.s3.addressing_style,
+        )  # fmt: skip
+        ref = self._pool_secret(pool)
+        if source.credentials_secret_ref is not None:
+            ref = (
+                pool.metadata.namespace,
+                source.credentials_secret_ref.name,
+                "spec.baseModel.source.s3.credentialsSecretRef",
+            )
+        return await self._settings(target, ref)
+
+    @staticmethod
+    def _pool_secret(pool: BaseModelPool) -> tuple[str, str, str] | None:
+        if pool.spec.s3.credentials_secret_ref is None:
+            return None
+        return (
+            pool.metadata.namespace,
+            pool.spec.s3.credentials_secret_ref.name,
+            f"the pool {pool.metadata.namespace}/{pool.metadata.name}'s "
+            "spec.s3.credentialsSecretRef",
+        )
+
+    async def _settings(self, target: S3Target, ref: tuple[str, str, str] | None) -> S3Settings:
         common: dict[str, Any] = {
             "endpoint": target.endpoint,
             "region": target.region,
             "addressing_style": target.addressing_style,
         }
-        if source.credentials_secret_ref is not None:
-            namespace, name, field = (
-                adapter.metadata.namespace,
-                source.credentials_secret_ref.name,
-                "spec.source.s3.credentialsSecretRef",
-            )
-        elif pool.spec.s3.credentials_secret_ref is not None:
-            namespace, name, field = (
-                pool.metadata.namespace,
-                pool.spec.s3.credentials_secret_ref.name,
-                f"the pool {pool.metadata.namespace}/{pool.metadata.name}'s "
-                "spec.s3.credentialsSecretRef",
-            )
-        else:
+        if ref is None:
             return S3Settings(**common)
+        namespace, name, field = ref
         data = await self.read_secret(namespace, name)
         if data is None:
             raise InvalidSpec(
@@ -161,6 +191,22 @@ class S3Access:
                 f"Secret {namespace}/{name} named by {field}: {err.message}",
                 reason=CREDENTIALS_NOT_FOUND,
             ) from err
+
+    async def list_base_model(self, pool: BaseModelPool) -> list[str]:
+        """Object keys under the pool's base-model URI."""
+        source = pool.spec.base_model.source.s3
+        assert source is not None
+        bucket, prefix = parse_s3_uri(source.uri)
+        client = self._client(await self.base_model_settings(pool))
+        return [o.key for o in await client.list_prefix(bucket, prefix)]
+
+    async def read_base_model_file(self, pool: BaseModelPool, name: str) -> bytes:
+        """One file of the pool's base-model folder (e.g. config.json)."""
+        source = pool.spec.base_model.source.s3
+        assert source is not None
+        bucket, prefix = parse_s3_uri(source.uri)
+        client = self._client(await self.base_model_settings(pool))
+        return await client.get_bytes(bucket, prefix + name, version_id=None)
 
     def _client(self, settings: S3Settings) -> S3Client:
         if settings not in self._clients:

@@ -9,6 +9,7 @@ queues those adapters' passes), the desired states it wrote, and metrics.
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -23,17 +24,22 @@ from lorapack.api.loraadapter import LoraAdapter, LoraAdapterStatus
 from lorapack.api.meta import format_validation_error
 from lorapack.api.podstate import DesiredState, desired_from_secret
 from lorapack.clients import kube as k
-from lorapack.errors import LorapackError, RetryableError
+from lorapack.errors import ArtifactNotFound, LorapackError, RetryableError
 from lorapack.handlers import metrics
 from lorapack.handlers.adapters_io import KubeWriter
 from lorapack.handlers.runtime import Runtime
+from lorapack.issues import Issue
 from lorapack.keys import key_of, object_key
+from lorapack.planning.basemodel import check_base_model_files
 from lorapack.planning.pods import PodObservation
 from lorapack.reconcilers.pool import PoolOutcome, reconcile_pool
 from lorapack.reconcilers.poolworld import PoolSettings, PoolWorld
+from lorapack.sizing.poolfit import pool_fit_issue
 from lorapack.status.conditions import Verdict, kstatus_conditions, now_rfc3339
 
-__all__ = ["gather_world", "pool_placement_loop"]
+__all__ = ["gather_world", "pool_checks", "pool_placement_loop"]
+
+log = logging.getLogger(__name__)
 
 
 def _values(index: Any, key: str) -> list[Any]:
@@ -80,6 +86,37 @@ async def _desired_of(rt: Runtime, pool: BaseModelPool) -> dict[int, DesiredStat
     return dict(state.desired)
 
 
+async def pool_checks(rt: Runtime, pool: BaseModelPool) -> tuple[Issue, ...]:
+    """Why the pool cannot start pods, checked once per generation before any pod exists: the
+    sizing model (the engine does not fit its GPUs) and the base-model folder in S3 (vLLM's
+    files are all there). Storage or credential trouble does not block the pool (its pods may
+    have an identity the operator lacks): it is logged, and checked again next pass."""
+    state = rt.pool_state(key_of(pool))
+    if state.checked_generation == pool.metadata.generation:
+        return state.pool_issues
+    issues: list[Issue] = []
+    fit = pool_fit_issue(pool.spec)
+    if fit is not None:
+        issues.append(fit)
+    source = pool.spec.base_model.source.s3
+    if source is not None:
+        try:
+            keys = await rt.s3.list_base_model(pool)
+            issues += check_base_model_files(keys, source.uri)
+            if not issues and any(k.endswith("/config.json") or k == "config.json" for k in keys):
+                state.base_config = await rt.s3.read_base_model_file(pool, "config.json")
+        except ArtifactNotFound as err:
+            issues.append(Issue(c.BASE_MODEL_NOT_FOUND, f"{source.uri}: {err.message}"))
+        except RetryableError as err:
+            log.warning("Pool %s: base model not checked yet: %s", key_of(pool), err.message)
+            return tuple(issues)
+        except LorapackError as err:
+            log.warning("Pool %s: cannot read its base model: %s", key_of(pool), err.message)
+    state.checked_generation = pool.metadata.generation
+    state.pool_issues = tuple(issues)
+    return state.pool_issues
+
+
 async def gather_world(pool: BaseModelPool, rt: Runtime) -> PoolWorld:
     """Everything one pass reads, from the indexes and stores (and, when not yet known, the
     pools' desired states listed back)."""
@@ -122,6 +159,7 @@ async def gather_world(pool: BaseModelPool, rt: Runtime) -> PoolWorld:
         owned_applied_generation=state.owned_generation,
         now=datetime.now(UTC),
         services=services,
+        pool_issues=await pool_checks(rt, pool),
     )
 
 

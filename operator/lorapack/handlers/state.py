@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from lorapack.api.podstate import DesiredState
+from lorapack.issues import Issue
 from lorapack.reconcilers.poolworld import AdapterPlacement
 from lorapack.reconcilers.validation import ValidationResult
 
@@ -150,6 +151,12 @@ class PoolState:
     desired_listed_at: float = 0.0
     statefulset_replicas: int | None = None
     owned_generation: int | None = None
+    checked_generation: int | None = None
+    """Generation whose base model and sizing were checked (None: not yet)."""
+    pool_issues: tuple[Issue, ...] = ()
+    """Why the pool cannot start pods (an incomplete base-model folder, GPUs too small)."""
+    base_config: bytes | None = None
+    """The base model's config.json, read once per generation (shape checks of adapters)."""
 
     def record_desired(self, written: Mapping[int, DesiredState | None]) -> None:
         if self.desired is None:

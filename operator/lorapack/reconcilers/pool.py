@@ -58,6 +58,9 @@ async def reconcile_pool(
     invalid = pool_name_issue(pool.metadata.name)
     if invalid is not None:
         return _refused(world, invalid)
+    if world.pool_issues:
+        # Refused before any pod exists (a pool that runs already keeps its pods as they are).
+        return _refused(world, world.pool_issues[0])
     decision, actions = ordered_actions(world, settings)
     executor = Executor(writer, presigner, claims, presign_ttl=settings.presign_ttl_seconds)
     report = Report()

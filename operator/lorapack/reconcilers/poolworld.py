@@ -85,6 +85,8 @@ class PoolWorld:
     now: datetime
     services: Mapping[str, ServiceView] = field(default_factory=dict)
     """adapter key -> its Service, for the adapters lorapack made Services for."""
+    pool_issues: tuple[Issue, ...] = ()
+    """Why the pool cannot start pods (its base-model folder, its GPUs): nothing is written."""
 
 
 @dataclass(frozen=True)
