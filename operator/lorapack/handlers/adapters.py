@@ -28,6 +28,7 @@ from lorapack.handlers.runtime import Runtime
 from lorapack.keys import object_key
 from lorapack.manifests.routing import endpoint_url
 from lorapack.reconcilers.adapter import AdapterOutcome, AdapterWorld, reconcile_adapter
+from lorapack.reconcilers.validation import ValidationResult
 from lorapack.status.conditions import Verdict, kstatus_conditions, now_rfc3339
 
 __all__ = ["adapter_changed", "adapter_deleted", "adapter_work"]
@@ -173,7 +174,28 @@ async def adapter_work(rt: Runtime, key: str) -> float | None:
     return delay
 
 
+def _seed_from_status(rt: Runtime, key: str, adapter: LoraAdapter) -> None:
+    """After a restart, trust the persisted validation of the current generation instead of
+    reading every adapter's files again at once (10,000 adapters were 30,000 S3 requests before
+    the first status): it is re-checked at a random point of the revalidation period."""
+    if rt.validations.get(key) is not None or adapter.status is None:
+        return
+    artifact = adapter.status.artifact
+    stalled = any(x.type == c.STALLED and x.status == "True" for x in adapter.status.conditions)
+    if (
+        stalled  # a refusal is found again by checking
+        or artifact is None
+        or not artifact.digest
+        or artifact.validated_generation != adapter.metadata.generation
+    ):
+        return
+    age = random.uniform(0, rt.config.revalidate_seconds)
+    result = ValidationResult(adapter.metadata.generation, artifact, ())
+    rt.validations.record(key, result, rt.pools_version, age=age)
+
+
 async def _pass(rt: Runtime, key: str, adapter: LoraAdapter) -> float:
+    _seed_from_status(rt, key, adapter)
     world = _gather(rt, adapter)
     outcome: AdapterOutcome = await reconcile_adapter(world, rt.s3, KubeWriter(rt.kube))
     if outcome.checked:

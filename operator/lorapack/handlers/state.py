@@ -81,8 +81,10 @@ class ValidationStore:
         found = self.entries.get(key)
         return found.result if found else None
 
-    def record(self, key: str, result: ValidationResult, pools_version: int) -> None:
-        self.entries[key] = Validation(result, time.monotonic(), pools_version)
+    def record(
+        self, key: str, result: ValidationResult, pools_version: int, age: float = 0.0
+    ) -> None:
+        self.entries[key] = Validation(result, time.monotonic() - age, pools_version)
 
     def due(self, key: str, generation: int, pools_version: int, period: float) -> bool:
         """Whether the adapter must be checked again."""
