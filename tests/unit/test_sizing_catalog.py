@@ -74,7 +74,9 @@ def test_catalog_has_the_models_and_gpus_of_the_brief() -> None:
     assert set(GPUS) == {
         "L20",
         "L40S",
+        "L4",
         "A10",
+        "A10G",
         "A100-40GB",
         "A100-80GB",
         "H100-SXM",
@@ -150,10 +152,12 @@ def test_unknown_gpu_lists_the_known_keys() -> None:
 @pytest.mark.parametrize(
     ("key", "want_label", "want_bandwidth", "want_tflops"),
     [
-        # Contract §9.2.
+        # NVIDIA's datasheets (dense figures), L20/A10G/H20 from the sources in sizing.gpus.
         ("L20", "NVIDIA-L20", 864, 119.5),
         ("L40S", "NVIDIA-L40S", 864, 362.05),
+        ("L4", "NVIDIA-L4", 300, 121),
         ("A10", "NVIDIA-A10", 600, 125),
+        ("A10G", "NVIDIA-A10G", 600, 70),
         ("A100-40GB", "NVIDIA-A100-SXM4-40GB", 1555, 312),
         ("A100-80GB", "NVIDIA-A100-SXM4-80GB", 2039, 312),
         ("H100-SXM", "NVIDIA-H100-80GB-HBM3", 3350, 989),
@@ -161,7 +165,7 @@ def test_unknown_gpu_lists_the_known_keys() -> None:
         ("H20", "NVIDIA-H20", 4000, 148),
         ("H200", "NVIDIA-H200", 4800, 989),
     ],
-    ids=["L20", "L40S", "A10", "A100-40GB", "A100-80GB", "H100-SXM", "H100-PCIe", "H20", "H200"],
+    ids=lambda value: value if isinstance(value, str) and value in GPUS else None,
 )
 def test_gpu_figures(key: str, want_label: str, want_bandwidth: float, want_tflops: float) -> None:
     gpu = GPUS[key]

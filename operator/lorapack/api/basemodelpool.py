@@ -29,14 +29,18 @@ from lorapack.labels import API_VERSION, POOL_KIND, POOL_NAME_MAX, POOL_PLURAL
 
 __all__ = [
     "ALLOWED_LORA_RANKS",
+    "DEFAULT_ENGINE_RESOURCES",
     "AdapterPolicy",
+    "AgentSpec",
     "BaseModelPool",
     "BaseModelPoolSpec",
     "BaseModelPoolStatus",
     "BaseModelSpec",
+    "ContainerResources",
     "EngineSpec",
     "GpuSpec",
     "ModelSource",
+    "ModelVolume",
     "PoolCapacity",
     "PoolReplicas",
     "PvcSource",
@@ -50,6 +54,29 @@ ALLOWED_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 LoraRank = Literal[1, 8, 16, 32, 64, 128, 256, 320, 512]
 # A decimal in (0, 1], as a string: CRDs avoid floats (kube-api-linter "nofloats").
 FRACTION_PATTERN = r"^(0?\.[0-9]*[1-9][0-9]*|1(\.0+)?)$"
+# A Kubernetes resource.Quantity as people write CPU and memory: 500m, 2, 16Gi, 1.5G.
+RESOURCE_QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
+ResourceQuantity = Annotated[str, Field(pattern=RESOURCE_QUANTITY_PATTERN, max_length=64)]
+_RESOURCE_NAMES_RULE = {
+    "rule": "self.all(k, k in ['cpu', 'memory', 'ephemeral-storage'] "
+    "|| k.startsWith('hugepages-'))",
+    "message": "only cpu, memory, ephemeral-storage and hugepages-<size> can be set here; the "
+    "GPUs come from spec.gpu (resourceName, count)",
+}
+ResourceList = Annotated[
+    dict[str, ResourceQuantity],
+    Field(max_length=8, json_schema_extra={"x-kubernetes-validations": [_RESOURCE_NAMES_RULE]}),
+]
+
+
+def _check_resource_names(where: str, values: dict[str, str]) -> None:
+    for name in values:
+        if name not in ("cpu", "memory", "ephemeral-storage") and not name.startswith("hugepages-"):
+            raise ValueError(
+                f"engine.resources.{where}.{name}: only cpu, memory, ephemeral-storage and "
+                "hugepages-<size> can be set here; the GPUs come from spec.gpu (resourceName, "
+                "count)"
+            )
 
 
 class S3ModelSource(ApiModel):
@@ -101,8 +128,98 @@ class ModelSource(ApiModel):
         return self
 
 
+class ModelVolume(ApiModel):
+    """Where each pod keeps the base model it downloads from source.s3 (the `fetch-model` init
+    container writes it, vLLM reads it)."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!(self.type in ['PersistentVolumeClaim', 'Ephemeral']) "
+                    "|| has(self.size)",
+                    "message": "baseModel.volume.size is required with type "
+                    "PersistentVolumeClaim or Ephemeral (the claim's storage request, e.g. 40Gi)",
+                },
+                {
+                    "rule": "(self.type == 'HostPath') == has(self.hostPath)",
+                    "message": "baseModel.volume.hostPath is required with type HostPath, and "
+                    "only allowed with it",
+                },
+                {
+                    "rule": "!has(self.storageClassName) "
+                    "|| self.type in ['PersistentVolumeClaim', 'Ephemeral']",
+                    "message": "baseModel.volume.storageClassName is only used with type "
+                    "PersistentVolumeClaim or Ephemeral",
+                },
+                {
+                    # A StatefulSet's volumeClaimTemplates cannot change after it is created.
+                    "rule": "(self.type == 'PersistentVolumeClaim') == "
+                    "(oldSelf.type == 'PersistentVolumeClaim') && "
+                    "(self.type != 'PersistentVolumeClaim' || (self.size == oldSelf.size && "
+                    "has(self.storageClassName) == has(oldSelf.storageClassName) && "
+                    "(!has(self.storageClassName) || "
+                    "self.storageClassName == oldSelf.storageClassName)))",
+                    "message": "baseModel.volume: a PersistentVolumeClaim volume (its type, size "
+                    "and storageClassName) cannot change once the pool exists (StatefulSet "
+                    "volumeClaimTemplates are immutable): delete and re-create the pool",
+                },
+            ]
+        }
+    }
+
+    type: Literal["EmptyDir", "PersistentVolumeClaim", "Ephemeral", "HostPath"] = "EmptyDir"
+    """EmptyDir (default): node disk, downloaded again whenever a pod starts on a node.
+    PersistentVolumeClaim: one claim per pod ordinal (StatefulSet volumeClaimTemplates), kept
+    when the pod restarts or moves, so it is not downloaded again; deleted with the pool.
+    Ephemeral: a claim that lives as long as the pod (disks larger than the node's ephemeral
+    storage, e.g. local NVMe through a CSI driver). HostPath: a node folder shared by every pool
+    pod on that node, kept between pods (needs a namespace whose Pod Security level allows
+    hostPath volumes)."""
+    size: ResourceQuantity | None = None
+    """EmptyDir: its sizeLimit (unset: no limit, the pod is evicted only when the node's disk
+    fills). PersistentVolumeClaim and Ephemeral: the claim's storage request (required). Room
+    for the weights: `lorapack size` prints them (e.g. 15Gi for an 8B model in bf16)."""
+    storage_class_name: Annotated[str, Field(min_length=1, max_length=253)] | None = None
+    """StorageClass of the claims; unset uses the cluster's default class."""
+    host_path: Annotated[str, Field(pattern=r"^/[^:]*$", max_length=1024)] | None = None
+    """HostPath: the node folder (absolute), e.g. /var/lib/lorapack/models; each base-model URI
+    gets its own subfolder."""
+
+    @model_validator(mode="after")
+    def _fields_for_type(self) -> ModelVolume:
+        claim = self.type in ("PersistentVolumeClaim", "Ephemeral")
+        if claim and self.size is None:
+            raise ValueError(
+                f"baseModel.volume.size is required with type {self.type} (the claim's storage "
+                "request, e.g. 40Gi)"
+            )
+        if (self.type == "HostPath") != (self.host_path is not None):
+            raise ValueError(
+                "baseModel.volume.hostPath is required with type HostPath, and only allowed with it"
+            )
+        if self.storage_class_name is not None and not claim:
+            raise ValueError(
+                "baseModel.volume.storageClassName is only used with type PersistentVolumeClaim "
+                "or Ephemeral"
+            )
+        return self
+
+
 class BaseModelSpec(ApiModel):
     """The base model every pod of the pool serves."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.volume) || has(self.source.s3)",
+                    "message": "baseModel.volume is only used with source.s3 (a source.pvc is "
+                    "mounted as it is)",
+                }
+            ]
+        }
+    }
 
     name: Annotated[str, Field(min_length=1, max_length=256)]
     """Served model name (vLLM --served-model-name). Adapters must name the same baseModel,
@@ -112,6 +229,39 @@ class BaseModelSpec(ApiModel):
     sizing; unset means lorapack infers it from name."""
     source: ModelSource
     """Where pods load the weights from."""
+    volume: ModelVolume | None = None
+    """Where pods keep the weights they download from source.s3; unset: an emptyDir without a
+    size limit."""
+
+    @model_validator(mode="after")
+    def _volume_needs_s3(self) -> BaseModelSpec:
+        if self.volume is not None and self.source.s3 is None:
+            raise ValueError(
+                "baseModel.volume is only used with source.s3 (a source.pvc is mounted as it is)"
+            )
+        return self
+
+
+DEFAULT_ENGINE_RESOURCES = {"requests": {"cpu": "2", "memory": "16Gi"}}
+"""The vLLM container's CPU and memory when spec.engine.resources is unset."""
+
+
+class ContainerResources(ApiModel):
+    """CPU and memory of the vLLM container, in the shape of core/v1 ResourceRequirements (the
+    GPUs are added from spec.gpu)."""
+
+    requests: ResourceList = Field(default_factory=dict)
+    """What the scheduler reserves on the node (core/v1: unset values default to the limits)."""
+    limits: ResourceList = Field(default_factory=dict)
+    """Hard caps. A memory limit below what vLLM holds in host RAM (the CPU adapter cache:
+    `lorapack size` prints it) gets the engine OOM-killed; memory limit = request gives the
+    Guaranteed QoS class."""
+
+    @model_validator(mode="after")
+    def _names(self) -> ContainerResources:
+        _check_resource_names("requests", self.requests)
+        _check_resource_names("limits", self.limits)
+        return self
 
 
 class EngineSpec(ApiModel):
@@ -149,6 +299,11 @@ class EngineSpec(ApiModel):
         Field(default_factory=list)
     )
     """More `vllm serve` arguments, appended after the ones lorapack sets."""
+    resources: ContainerResources | None = None
+    """CPU and memory requests and limits of the vLLM container, as in core/v1 (the GPUs come
+    from spec.gpu). Unset: requests cpu 2 and memory 16Gi, no limits: vLLM's process, the CUDA
+    context and the CPU adapter cache (engine.maxCpuLoras adapters in pinned host memory) live
+    in host RAM."""
 
     @model_validator(mode="after")
     def _cpu_loras(self) -> EngineSpec:
@@ -169,8 +324,8 @@ class GpuSpec(ApiModel):
     """The GPUs each pod requests and where it may run."""
 
     type: Annotated[str, Field(min_length=1, max_length=64)] = "L20"
-    """GPU catalog type used for sizing (L20, L40S, A10, A100-40GB, A100-80GB, H100-SXM,
-    H100-PCIe, H20, H200)."""
+    """GPU catalog type used for sizing (L20, L40S, L4, A10, A10G, A100-40GB, A100-80GB,
+    H100-SXM, H100-PCIe, H20, H200; `lorapack size --list`)."""
     count: Annotated[int, Field(ge=1, le=16)] = 1
     """GPUs per pod (vLLM --tensor-parallel-size)."""
     resource_name: Annotated[str, Field(min_length=1, max_length=253)] = "nvidia.com/gpu"
@@ -291,6 +446,19 @@ class S3Defaults(ApiModel):
     the pool's agents; unset uses the pod's ambient identity (IRSA, EKS Pod Identity)."""
 
 
+class AgentSpec(ApiModel):
+    """The lorapack agent of the pool's pods and the ServiceAccount they run as."""
+
+    service_account_annotations: Annotated[dict[str, str], Field(max_length=32)] = Field(
+        default_factory=dict
+    )
+    """Annotations of the pods' ServiceAccount `<pool>-agent`, for a cloud identity that lets
+    the agents (and the fetch-model init container) read S3 without keys: IRSA
+    (eks.amazonaws.com/role-arn), GKE Workload Identity (iam.gke.io/gcp-service-account), Azure
+    (azure.workload.identity/client-id). EKS Pod Identity needs none: it associates the
+    ServiceAccount by name."""
+
+
 class BaseModelPoolSpec(ApiModel):
     """Desired state of a BaseModelPool."""
 
@@ -312,6 +480,8 @@ class BaseModelPoolSpec(ApiModel):
     """Adapter admission and per-pod limits."""
     s3: S3Defaults = Field(default_factory=S3Defaults, json_schema_extra=wire_default(S3Defaults))
     """S3 defaults for the pool's agents."""
+    agent: AgentSpec = Field(default_factory=AgentSpec, json_schema_extra=wire_default(AgentSpec))
+    """The pool's agents and their ServiceAccount."""
 
     @property
     def adapters_per_pod(self) -> int:

@@ -61,6 +61,13 @@ PODS_STARTING: Final = "PodsStarting"
 SCALING: Final = "Scaling"
 UNSCHEDULABLE: Final = "Unschedulable"
 ADAPTERS_ATTACHED: Final = "AdaptersAttached"
+BASE_MODEL_NOT_FOUND: Final = "BaseModelNotFound"
+"""Nothing under spec.baseModel.source.s3.uri (wrong URI, or the model was never staged)."""
+BASE_MODEL_INCOMPLETE: Final = "BaseModelIncomplete"
+"""The base-model folder lacks a file vLLM needs (config.json, a tokenizer, safetensors)."""
+MODEL_DOES_NOT_FIT: Final = "ModelDoesNotFit"
+"""Weights + LoRA slot buffers + the smallest KV cache exceed what vLLM may use of the pool's
+GPUs (the sizing model, `lorapack size`)."""
 
 # States of one adapter on one pod (LoraAdapter.status.placements[].state).
 PLACEMENT_STATES: Final = ("Pending", "Downloading", "Loading", "Loaded", "Unloading", "Failed")

@@ -39,12 +39,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("model and GPU")
     model.add_argument("--model", help="catalog key or Hugging Face name (see --list)")
     model.add_argument("--config", help="a model's config.json (or its folder) instead of --model")
-    model.add_argument("--gpu", default="L20", help="GPU type or GFD label (default: L20)")
+    model.add_argument(
+        "--gpu", default="L20", help="GPU type, GFD or GKE label (default: L20; see --list)"
+    )
     model.add_argument(
         "--gpus", type=int, default=1, help="GPUs per pod = --tensor-parallel-size (default: 1)"
     )
     model.add_argument(
-        "--gpu-memory", help="GPU memory as CUDA reports it, e.g. 44.4Gi (default: the catalog's)"
+        "--gpu-memory",
+        help="GPU memory as CUDA reports it, e.g. 44.4Gi: overrides the catalog, and sizes a "
+        "GPU it does not know",
     )
     model.add_argument("--list", action="store_true", help="list the catalog models and GPUs")
     engine = parser.add_argument_group("vLLM engine (BaseModelPool spec.engine)")
@@ -298,6 +302,10 @@ def _list(fmt: Any) -> int:
             "usableBytes": g.usable_bytes,
             "bandwidthGBps": g.bandwidth_gbps,
             "bf16Tflops": g.bf16_tflops,
+            "gkeAccelerator": g.gke_accelerator,
+            "awsInstances": list(g.aws_instances),
+            "source": g.memory_source,
+            "usableSource": g.usable_source,
         }
         for g in GPUS.values()
     ]
@@ -342,8 +350,9 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         return _list(args.output)
     model = _model(args)
-    gpu = lookup_gpu(args.gpu)
     settings = _settings(args)
+    # --gpu-memory overrides the catalog's figure and sizes a GPU the catalog does not know.
+    gpu = lookup_gpu(args.gpu, settings.usable_bytes)
     report = estimate(model, gpu, settings)
     data = report.as_dict()
     sections = [

@@ -2,13 +2,16 @@
 
 Called by `sizing.memory` (GPU-memory estimates), `sizing.adapters` and placement (adapter
 demand), and `lorapack size` (`--model`, `--gpu`, `--config`, `--list`). Everything is pure
-data and lookups except `load_config_json`, the one function that reads a file.
+data and lookups except `load_config_json`, the one function that reads a file. The GPUs live in
+`sizing.gpus` (re-exported here).
 
-Values and their sources come from /work/shared/reference/vllm-lora-contract.md: model shapes
-from §9.1 (each model's Hugging Face config.json, cross-checked by recomputing the published
-parameter counts, §7.5), GPU figures from §9.2, and vLLM 0.33.0 behaviour (which architectures
-get embedding LoRA, §7.2) from vLLM's source. Fields the reference does not list are marked
-where they are defined.
+Sources: model shapes are each model's published Hugging Face config.json (cross-checked by
+recomputing the published parameter counts: tests/unit/test_sizing_catalog.py), defaults of
+absent fields those of the transformers config class
+(`src/transformers/models/<type>/configuration_<type>.py`), and which architectures get
+embedding LoRA comes from vLLM 0.33.0's model classes (`vllm/model_executor/models/<type>.py`:
+a class with `embedding_modules` gets embed_tokens/lm_head LoRA buffers). Fields that need more
+than that are explained where they are defined.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lorapack.errors import InvalidSpec
+from lorapack.sizing.gpus import GIB, GPUS, GpuType, custom_gpu, lookup_gpu
 
 __all__ = [
     "GIB",
@@ -28,14 +32,13 @@ __all__ = [
     "SUPPORTED_ARCHITECTURES",
     "GpuType",
     "ModelArch",
+    "custom_gpu",
     "load_config_json",
     "lookup_gpu",
     "lookup_model",
     "model_from_config",
     "param_count",
 ]
-
-GIB = 2**30
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,46 +90,6 @@ class ModelArch:
         return self.num_kv_heads * self.head_dim
 
 
-@dataclass(frozen=True, slots=True)
-class GpuType:
-    """One GPU model: what node labels call it and how much memory vLLM gets to size from."""
-
-    key: str
-    """Catalog key, e.g. L20 (what BaseModelPool spec.gpu.type holds)."""
-    aliases: tuple[str, ...]
-    """Other names accepted by lookup_gpu (other form factors' GFD labels, common spellings)."""
-    product_label: str
-    """Value of the nvidia.com/gpu.product label set by GPU feature discovery."""
-    memory_bytes: int
-    """Nominal memory, as marketed (in GiB units)."""
-    usable_bytes: int
-    """Total memory as CUDA reports it (cudaMemGetInfo); vLLM multiplies this by
-    gpu_memory_utilization. Less than nominal: ECC and driver reservations."""
-    bandwidth_gbps: float
-    """Memory bandwidth in GB/s."""
-    bf16_tflops: float
-    """Dense (not sparse) BF16 tensor-core TFLOPS."""
-    architecture: str
-    memory_type: str
-    usable_source: str
-    """Where usable_bytes comes from, and how sure it is."""
-    display_name: str = ""
-
-    @property
-    def name(self) -> str:
-        """Human name for tables and messages."""
-        return self.display_name or f"NVIDIA {self.key}"
-
-    @property
-    def is_a100(self) -> bool:
-        """vLLM picks smaller batch defaults on A100s (contract §2.3)."""
-        return self.key.upper().startswith("A100")
-
-
-def _gib(value: float) -> int:
-    return round(value * GIB)
-
-
 def _llama(
     key: str,
     display: str,
@@ -139,8 +102,8 @@ def _llama(
     max_pos: int,
 ) -> ModelArch:
     # Llama 3 / 3.1 share: 8 KV heads, head_dim 128, vocabulary 128256, untied embeddings
-    # (§9.1). LlamaForCausalLM declares embedding_modules in vLLM 0.33.0, so it gets
-    # embed_tokens/lm_head LoRA buffers (§7.2).
+    # (config.json). LlamaForCausalLM declares embedding_modules in vLLM 0.33.0, so it gets
+    # embed_tokens/lm_head LoRA buffers.
     return ModelArch(
         key=key,
         hf_names=hf_names,
@@ -160,9 +123,9 @@ def _llama(
 
 
 def _qwen25(key: str, display: str, hf_name: str, **shape: int) -> ModelArch:
-    # Qwen2ForCausalLM: q/k/v biases always on, no embedding LoRA in vLLM 0.33.0 (§7.2),
-    # vocabulary 152064, untied (§9.1). max_position_embeddings 131072 is the base models'
-    # config.json value (not in the reference table; the -Instruct configs say 32768, which is
+    # Qwen2ForCausalLM: q/k/v biases always on, no embedding LoRA in vLLM 0.33.0,
+    # vocabulary 152064, untied. max_position_embeddings 131072 is the base models'
+    # config.json value (the -Instruct configs say 32768, which is
     # why the Instruct names are not aliases here). Their sliding_window is ignored because
     # use_sliding_window is false.
     return ModelArch(
@@ -185,7 +148,7 @@ def _qwen25(key: str, display: str, hf_name: str, **shape: int) -> ModelArch:
 
 
 _MODEL_LIST = (
-    # Contract §9.1; max_position_embeddings 8192 (Llama 3) / 131072 (Llama 3.1, stated in §9.1).
+    # config.json: max_position_embeddings 8192 (Llama 3) / 131072 (Llama 3.1, rope scaling).
     _llama(
         "llama-3-8b",
         "Llama-3-8B",
@@ -221,7 +184,7 @@ _MODEL_LIST = (
         intermediate=28672,
         max_pos=8192,
     ),
-    # Llama-3.1-70B is not a row of §9.1: it keeps Llama-3-70B's shapes and, like
+    # Llama-3.1-70B keeps Llama-3-70B's shapes and, like
     # Llama-3.1-8B, adds llama3 rope scaling with max_position_embeddings 131072.
     _llama(
         "llama-3.1-70b",
@@ -268,7 +231,7 @@ _MODEL_LIST = (
         kv_heads=8,
         intermediate=29568,
     ),
-    # §9.1. MistralForCausalLM explicitly disables embedding LoRA in vLLM 0.33.0 (§7.2);
+    # MistralForCausalLM explicitly disables embedding LoRA in vLLM 0.33.0;
     # v0.3's config.json has sliding_window null and max_position_embeddings 32768.
     ModelArch(
         key="mistral-7b-v0.3",
@@ -286,9 +249,9 @@ _MODEL_LIST = (
         max_position_embeddings=32768,
         display_name="Mistral-7B-v0.3",
     ),
-    # §9.1: head_dim 256 is explicit (q_out 4096 != hidden 3584); tie_word_embeddings is absent
-    # from config.json, so Gemma2Config's default (true) applies. Four norms per layer, sliding
-    # window 4096 on every other layer, max_position_embeddings 8192 (config.json).
+    # config.json: head_dim 256 is explicit (q_out 4096 != hidden 3584); tie_word_embeddings is
+    # absent from config.json, so Gemma2Config's default (true) applies. Four norms per layer,
+    # sliding window 4096 on every other layer, max_position_embeddings 8192.
     ModelArch(
         key="gemma-2-9b",
         hf_names=("google/gemma-2-9b", "google/gemma-2-9b-it"),
@@ -311,125 +274,6 @@ _MODEL_LIST = (
 
 MODELS: Mapping[str, ModelArch] = {m.key: m for m in _MODEL_LIST}
 
-# §9.2. usable_bytes is what CUDA reports as total memory, which vLLM sizes from (§7.1). Only
-# the A100 40GB figure is a measured CUDA total in the reference; the L20's 44.4 GiB is the
-# reference's stated assumption for 48 GB Ada cards (nvidia-smi 46068 MiB). The others are
-# estimates: the card's nvidia-smi total less the ~0.5-0.6 GiB the driver keeps, the gap seen
-# on the two cards above. Confirm per GPU type from a pod's log (§7.4) or override with
-# `lorapack size --gpu-memory`.
-_ESTIMATE = "estimate: nvidia-smi total less ~0.55 GiB driver reservation; confirm from a pod"
-_GPU_LIST = (
-    GpuType(
-        key="L20",
-        aliases=("L20-48GB",),
-        product_label="NVIDIA-L20",
-        memory_bytes=_gib(48),
-        usable_bytes=_gib(44.4),
-        bandwidth_gbps=864,
-        bf16_tflops=119.5,
-        architecture="Ada Lovelace",
-        memory_type="GDDR6 ECC",
-        usable_source="contract §7.4 assumption for 48 GB Ada cards (nvidia-smi 46068 MiB)",
-    ),
-    GpuType(
-        key="L40S",
-        aliases=("L40S-48GB",),
-        product_label="NVIDIA-L40S",
-        memory_bytes=_gib(48),
-        usable_bytes=_gib(44.4),
-        bandwidth_gbps=864,
-        bf16_tflops=362.05,
-        architecture="Ada Lovelace",
-        memory_type="GDDR6 ECC",
-        usable_source="contract §9.2: ≈ 44.4 GiB on 48 GB Ada cards",
-    ),
-    GpuType(
-        key="A10",
-        aliases=("A10-24GB",),
-        product_label="NVIDIA-A10",
-        memory_bytes=_gib(24),
-        usable_bytes=_gib(22.0),
-        bandwidth_gbps=600,
-        bf16_tflops=125,
-        architecture="Ampere",
-        memory_type="GDDR6 ECC",
-        usable_source=_ESTIMATE,
-    ),
-    GpuType(
-        key="A100-40GB",
-        aliases=("A100", "NVIDIA-A100-PCIE-40GB", "A100-SXM4-40GB"),
-        product_label="NVIDIA-A100-SXM4-40GB",
-        memory_bytes=_gib(40),
-        usable_bytes=42_405_855_232,
-        bandwidth_gbps=1555,
-        bf16_tflops=312,
-        architecture="Ampere",
-        memory_type="HBM2",
-        usable_source="contract §9.2: CUDA reports 42,405,855,232 B",
-    ),
-    GpuType(
-        key="A100-80GB",
-        aliases=("NVIDIA-A100-80GB-PCIe", "A100-SXM4-80GB"),
-        product_label="NVIDIA-A100-SXM4-80GB",
-        memory_bytes=_gib(80),
-        usable_bytes=_gib(79.15),
-        bandwidth_gbps=2039,
-        bf16_tflops=312,
-        architecture="Ampere",
-        memory_type="HBM2e",
-        usable_source=_ESTIMATE,
-    ),
-    GpuType(
-        key="H100-SXM",
-        aliases=("H100", "H100-80GB-HBM3"),
-        product_label="NVIDIA-H100-80GB-HBM3",
-        memory_bytes=_gib(80),
-        usable_bytes=_gib(79.1),
-        bandwidth_gbps=3350,
-        bf16_tflops=989,
-        architecture="Hopper",
-        memory_type="HBM3",
-        usable_source=_ESTIMATE,
-    ),
-    GpuType(
-        key="H100-PCIe",
-        aliases=("H100-PCIE-80GB",),
-        product_label="NVIDIA-H100-PCIe",
-        memory_bytes=_gib(80),
-        usable_bytes=_gib(79.1),
-        bandwidth_gbps=2000,
-        bf16_tflops=756,
-        architecture="Hopper",
-        memory_type="HBM2e",
-        usable_source=_ESTIMATE,
-    ),
-    GpuType(
-        key="H20",
-        aliases=("H20-96GB",),
-        product_label="NVIDIA-H20",
-        memory_bytes=_gib(96),
-        usable_bytes=_gib(95.0),
-        bandwidth_gbps=4000,
-        bf16_tflops=148,
-        architecture="Hopper",
-        memory_type="HBM3",
-        usable_source=_ESTIMATE,
-    ),
-    GpuType(
-        key="H200",
-        aliases=("H200-SXM", "H200-141GB"),
-        product_label="NVIDIA-H200",
-        memory_bytes=_gib(141),
-        usable_bytes=_gib(139.8),
-        bandwidth_gbps=4800,
-        bf16_tflops=989,
-        architecture="Hopper",
-        memory_type="HBM3e",
-        usable_source=_ESTIMATE,
-    ),
-)
-
-GPUS: Mapping[str, GpuType] = {g.key: g for g in _GPU_LIST}
 
 # Architectures whose modules the sizing formulas know (separate q/k/v/o and gate/up/down
 # projections, dense MLP). Value: (embedding LoRA in vLLM 0.33.0, tie_word_embeddings default
@@ -457,18 +301,7 @@ def _model_index() -> dict[str, ModelArch]:
     return index
 
 
-def _gpu_index() -> dict[str, GpuType]:
-    index: dict[str, GpuType] = {}
-    for gpu in _GPU_LIST:
-        for name in (gpu.key, gpu.product_label, *gpu.aliases):
-            index[name.lower()] = gpu
-            if not name.lower().startswith("nvidia-"):
-                index[f"nvidia-{name.lower()}"] = gpu
-    return index
-
-
 _MODEL_INDEX = _model_index()
-_GPU_INDEX = _gpu_index()
 
 
 def lookup_model(name: str) -> ModelArch:
@@ -483,24 +316,6 @@ def lookup_model(name: str) -> ModelArch:
             reason="UnknownModel",
         )
     return model
-
-
-def lookup_gpu(name: str) -> GpuType:
-    """The catalog GPU for a key (L20), a GFD product label (NVIDIA-L20) or an alias.
-
-    Case-insensitive; a GPU feature discovery "-SHARED" suffix (time-sliced GPUs) is ignored.
-    """
-    wanted = name.strip().lower()
-    if wanted.endswith("-shared"):
-        wanted = wanted[: -len("-shared")]
-    gpu = _GPU_INDEX.get(wanted) or _GPU_INDEX.get(wanted.replace(" ", "-"))
-    if gpu is None:
-        raise InvalidSpec(
-            f"unknown GPU type {name!r}: use one of {', '.join(GPUS)} (or its "
-            "nvidia.com/gpu.product label, e.g. NVIDIA-L20)",
-            reason="UnknownGpu",
-        )
-    return gpu
 
 
 def param_count(arch: ModelArch) -> int:
