@@ -164,7 +164,9 @@ def test_agent_role_names_only_this_pools_pods_and_secrets() -> None:
     sa, role, binding = m.agent_rbac(pool(replicas={"min": 1, "max": 3}))
     rules = {tuple(r["resources"]): r for r in role["rules"]}
     assert rules[("secrets",)]["resourceNames"] == [f"llama3-8b-{i}-adapters" for i in range(3)]
-    assert rules[("pods", "pods/status")]["verbs"] == ["get", "patch"]
+    # Only what the agent uses: a watch of its Secret by name, patches of its pod.
+    assert rules[("secrets",)]["verbs"] == ["list", "watch"]
+    assert rules[("pods", "pods/status")]["verbs"] == ["patch"]
     assert binding["subjects"][0]["name"] == sa["metadata"]["name"] == "llama3-8b-agent"
 
 

@@ -8,6 +8,8 @@ Objects: the agent's ServiceAccount + Role + RoleBinding (least privilege: read 
 desired-state Secrets, patch only this pool's pods), a headless Service (StatefulSet identity), a
 pool Service (base-model traffic), a PodDisruptionBudget, the StatefulSet of vLLM pods, and one
 desired-state Secret per pod.
+The engine key Secret and the NetworkPolicy closing the engine port are built by
+`manifests.network`; the pods read the key (VLLM_API_KEY) from the Secret named here.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from lorapack import labels
 from lorapack.api.basemodelpool import BaseModelPool
 from lorapack.api.meta import parse_quantity, parse_s3_uri
 from lorapack.api.podstate import DesiredState
+from lorapack.manifests import network, podspec
+from lorapack.manifests.poolmeta import owner_reference, pool_labels, pool_meta
 
 __all__ = [
     "CACHE_DIR",
@@ -51,42 +55,14 @@ class PoolNames:
         self.service = pool
         self.pdb = pool
         self.agent = f"{pool}-agent"
+        self.engine_key = network.engine_key_secret_name(pool)
+        self.network_policy = network.network_policy_name(pool)
 
     def pod(self, ordinal: int) -> str:
         return f"{self.pool}-{ordinal}"
 
     def desired_secret(self, ordinal: int) -> str:
         return f"{self.pod(ordinal)}-adapters"
-
-
-def pool_labels(pool: BaseModelPool) -> dict[str, str]:
-    """Labels on every object of the pool (the selector uses only POOL_LABEL)."""
-    return {
-        labels.NAME_LABEL: "lorapack",
-        labels.MANAGED_BY: labels.MANAGED_BY_VALUE,
-        labels.POOL_LABEL: pool.metadata.name,
-    }
-
-
-def owner_reference(pool: BaseModelPool) -> Obj:
-    """Controller owner reference to the pool."""
-    return {
-        "apiVersion": labels.API_VERSION,
-        "kind": labels.POOL_KIND,
-        "name": pool.metadata.name,
-        "uid": pool.metadata.uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-
-
-def _meta(pool: BaseModelPool, name: str, extra_labels: dict[str, str] | None = None) -> Obj:
-    return {
-        "name": name,
-        "namespace": pool.metadata.namespace,
-        "labels": {**pool_labels(pool), **(extra_labels or {})},
-        "ownerReferences": [owner_reference(pool)],
-    }
 
 
 def engine_args(pool: BaseModelPool) -> list[str]:
@@ -128,36 +104,51 @@ def agent_rbac(pool: BaseModelPool) -> list[Obj]:
     """ServiceAccount, Role and RoleBinding of the pool's agents.
 
     The Role names every pod and desired-state Secret the pool can ever have (ordinals below
-    replicas.max), so an agent can read no other Secret and patch no other pod.
+    replicas.max), so an agent can read no other Secret and patch no other pod, and grants only
+    the verbs the agent uses: it watches its Secret by name (a list and a watch with a
+    metadata.name field selector, which RBAC checks against resourceNames) and patches its pod's
+    annotation and readiness condition.
+
+    All pods of a StatefulSet share one ServiceAccount and RBAC cannot tell their tokens apart,
+    so each agent can also read its siblings' desired states (presigned URLs of the adapters
+    placed there): docs/security.md ("Agents read their siblings' desired states") says why that
+    waits and what bounds it.
     """
     names = PoolNames(pool.metadata.name)
     ordinals = range(pool.spec.replicas.max)
     role = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
-        "metadata": _meta(pool, names.agent),
+        "metadata": pool_meta(pool, names.agent),
         "rules": [
             {
                 "apiGroups": [""],
                 "resources": ["secrets"],
-                "verbs": ["get", "list", "watch"],
+                "verbs": ["list", "watch"],
                 "resourceNames": [names.desired_secret(i) for i in ordinals],
             },
             {
                 "apiGroups": [""],
                 "resources": ["pods", "pods/status"],
-                "verbs": ["get", "patch"],
+                "verbs": ["patch"],
                 "resourceNames": [names.pod(i) for i in ordinals],
             },
         ],
     }
     return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(pool, names.agent)},
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            # spec.agent.serviceAccountAnnotations: IRSA / Workload Identity for the agents.
+            "metadata": podspec.with_annotations(
+                pool_meta(pool, names.agent), pool.spec.agent.service_account_annotations
+            ),
+        },
         role,
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "RoleBinding",
-            "metadata": _meta(pool, names.agent),
+            "metadata": pool_meta(pool, names.agent),
             "roleRef": {
                 "apiGroup": "rbac.authorization.k8s.io",
                 "kind": "Role",
@@ -180,7 +171,7 @@ def headless_service(pool: BaseModelPool) -> Obj:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(pool, names.headless),
+        "metadata": pool_meta(pool, names.headless),
         "spec": {
             "clusterIP": "None",
             "publishNotReadyAddresses": True,
@@ -195,7 +186,7 @@ def pool_service(pool: BaseModelPool) -> Obj:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(pool, PoolNames(pool.metadata.name).service),
+        "metadata": pool_meta(pool, PoolNames(pool.metadata.name).service),
         "spec": {
             "selector": {labels.POOL_LABEL: pool.metadata.name},
             "ports": [{"name": "http", "port": labels.ENGINE_PORT, "targetPort": "http"}],
@@ -208,7 +199,7 @@ def pod_disruption_budget(pool: BaseModelPool) -> Obj:
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": _meta(pool, PoolNames(pool.metadata.name).pdb),
+        "metadata": pool_meta(pool, PoolNames(pool.metadata.name).pdb),
         "spec": {
             "maxUnavailable": 1,
             "selector": {"matchLabels": {labels.POOL_LABEL: pool.metadata.name}},
@@ -226,19 +217,8 @@ def _model_volume(pool: BaseModelPool) -> tuple[Obj, list[Obj]]:
         }, []
     assert source.s3 is not None  # the model validator guarantees exactly one source
     bucket, prefix = parse_s3_uri(source.s3.uri)
-    env: list[Obj] = [
-        {"name": "LORAPACK_MODEL_BUCKET", "value": bucket},
-        {"name": "LORAPACK_MODEL_PREFIX", "value": prefix},
-    ]
-    endpoint = source.s3.endpoint or pool.spec.s3.endpoint
-    region = source.s3.region or pool.spec.s3.region
-    if endpoint:
-        env.append({"name": "LORAPACK_S3_ENDPOINT", "value": endpoint})
-    if region:
-        env.append({"name": "AWS_REGION", "value": region})
-    env += _aws_credentials(
-        source.s3.credentials_secret_ref.name if source.s3.credentials_secret_ref else None
-    )
+    # Location and keys from source.s3, else from the pool's spec.s3.
+    env = podspec.fetch_model_env(pool.spec, bucket, prefix)
     return {"name": "model", "emptyDir": {}}, [
         {
             "name": "fetch-model",
@@ -248,22 +228,6 @@ def _model_volume(pool: BaseModelPool) -> tuple[Obj, list[Obj]]:
             "volumeMounts": [{"name": "model", "mountPath": "/models"}],
             "securityContext": _restricted_security_context(),
         }
-    ]
-
-
-def _aws_credentials(secret: str | None) -> list[Obj]:
-    if secret is None:
-        return []
-    return [
-        {
-            "name": key,
-            "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": optional}},
-        }
-        for key, optional in (
-            ("AWS_ACCESS_KEY_ID", False),
-            ("AWS_SECRET_ACCESS_KEY", False),
-            ("AWS_SESSION_TOKEN", True),
-        )
     ]
 
 
@@ -278,15 +242,24 @@ def _restricted_security_context() -> Obj:
     }
 
 
-def statefulset(pool: BaseModelPool, *, replicas: int, agent_image: str) -> Obj:
-    """The pool's pods: vLLM engine + lorapack agent sharing the adapter cache volume."""
+def statefulset(
+    pool: BaseModelPool,
+    *,
+    replicas: int,
+    agent_image: str,
+    drain_timeout_seconds: float | None = None,
+) -> Obj:
+    """The pool's pods: vLLM engine + lorapack agent sharing the adapter cache volume.
+
+    `drain_timeout_seconds` (the operator's setting) reaches the agents as
+    LORAPACK_DRAIN_TIMEOUT_SECONDS; None leaves the agents' default (30 s).
+    """
     spec = pool.spec
     names = PoolNames(pool.metadata.name)
     model_volume, init_containers = _model_volume(pool)
     for init in init_containers:
         init["image"] = agent_image
     pod_labels = {**pool_labels(pool), labels.COMPONENT_LABEL: labels.ROLE_ENGINE}
-    gpu_limits = {spec.gpu.resource_name: str(spec.gpu.count)}
     cache_bytes = parse_quantity(spec.adapters.cache_size)
     engine = {
         "name": "vllm",
@@ -296,9 +269,11 @@ def statefulset(pool: BaseModelPool, *, replicas: int, agent_image: str) -> Obj:
         "env": [
             {"name": "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "value": "true"},
             {"name": "HF_HUB_OFFLINE", "value": "1"},
+            # In the env, not as --api-key: arguments are visible to every reader of the pod.
+            network.engine_key_env(names.engine_key),
         ],
         "ports": [{"name": "http", "containerPort": labels.ENGINE_PORT}],
-        "resources": {"limits": gpu_limits, "requests": gpu_limits},
+        "resources": podspec.engine_resources(spec),
         "volumeMounts": [
             {"name": "model", "mountPath": "/models", "readOnly": True},
             {"name": "adapter-cache", "mountPath": CACHE_DIR, "readOnly": True},
@@ -326,20 +301,29 @@ def statefulset(pool: BaseModelPool, *, replicas: int, agent_image: str) -> Obj:
             {"name": "LORAPACK_POOL_NAME", "value": pool.metadata.name},
             {"name": "LORAPACK_ENGINE_URL", "value": f"http://127.0.0.1:{labels.ENGINE_PORT}"},
             {"name": "LORAPACK_CACHE_DIR", "value": CACHE_DIR},
+            network.engine_key_env(names.engine_key),
             *([{"name": "AWS_REGION", "value": spec.s3.region}] if spec.s3.region else []),
-            *_aws_credentials(
+            *podspec.aws_credentials_env(
                 spec.s3.credentials_secret_ref.name if spec.s3.credentials_secret_ref else None
             ),
+            *podspec.agent_env(drain_timeout_seconds),
         ],
         "resources": {
             "requests": {"cpu": "50m", "memory": "128Mi"},
             "limits": {"memory": "512Mi"},
         },
-        "volumeMounts": [{"name": "adapter-cache", "mountPath": CACHE_DIR}],
+        "volumeMounts": [
+            {"name": "adapter-cache", "mountPath": CACHE_DIR},
+            # Only the agent talks to the API server: the token is mounted here alone.
+            network.service_account_mount(),
+        ],
         "securityContext": _restricted_security_context(),
     }
     pod_spec: Obj = {
         "serviceAccountName": names.agent,
+        # No token in the vllm container (whatever runs there cannot act as the agent); the
+        # agent mounts the same projected volume kubelet would, itself.
+        "automountServiceAccountToken": False,
         "readinessGates": [{"conditionType": labels.SYNCED_CONDITION}],
         "terminationGracePeriodSeconds": 60,
         "nodeSelector": dict(spec.gpu.node_selector),
@@ -351,14 +335,15 @@ def statefulset(pool: BaseModelPool, *, replicas: int, agent_image: str) -> Obj:
             model_volume,
             {"name": "adapter-cache", "emptyDir": {"sizeLimit": str(cache_bytes)}},
             {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}},
+            network.service_account_volume(),
         ],
     }
     if not init_containers:
         del pod_spec["initContainers"]
-    return {
+    sts = {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
-        "metadata": _meta(pool, names.statefulset),
+        "metadata": pool_meta(pool, names.statefulset),
         "spec": {
             "replicas": replicas,
             "serviceName": names.headless,
@@ -368,6 +353,8 @@ def statefulset(pool: BaseModelPool, *, replicas: int, agent_image: str) -> Obj:
             "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
         },
     }
+    # spec.baseModel.volume: emptyDir size, ephemeral claim, per-pod claim or node folder.
+    return podspec.apply_model_volume(pool, sts)
 
 
 def desired_secret(pool: BaseModelPool, ordinal: int, state: DesiredState) -> Obj:
@@ -378,7 +365,7 @@ def desired_secret(pool: BaseModelPool, ordinal: int, state: DesiredState) -> Ob
         "apiVersion": "v1",
         "kind": "Secret",
         "type": "Opaque",
-        "metadata": _meta(
+        "metadata": pool_meta(
             pool,
             names.desired_secret(ordinal),
             {labels.ROLE_LABEL: labels.ROLE_DESIRED, labels.POD_LABEL: names.pod(ordinal)},

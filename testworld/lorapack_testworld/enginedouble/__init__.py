@@ -7,7 +7,9 @@ this module is fixed. What it reproduces (vllm-lora-contract.md sections 2-6 and
 
 * routes: GET /health, GET /v1/models, POST /v1/load_lora_adapter, POST /v1/unload_lora_adapter
   (only with VLLM_ALLOW_RUNTIME_LORA_UPDATING, else the framework's 404 {"detail":"Not Found"}),
-  POST /v1/completions and /v1/chat/completions, GET /metrics; --api-key guards /v1;
+  POST /v1/completions and /v1/chat/completions, GET /metrics; --api-key (or VLLM_API_KEY)
+  guards /v1 and nothing else; the SageMaker routes outside /v1 that vLLM also serves without
+  the key (POST /adapters, DELETE /adapters/{name}, POST /invocations, /ping: `sagemaker`);
 * the exact status codes, error `type`s and messages, including the "Worker failed with error"
   wrapping of the CPU engine's multiprocess executor and the redaction of paths to `<path>`;
   success bodies are the plain-text sentence with no content type, as 0.32.0 sends them;
@@ -38,8 +40,8 @@ Embed it with `EngineDouble(...)`, `await start()`, `.url`, `await stop()`, or r
 Modules, bottom up: `messages` (error texts, redaction, response builders), `adapters` (adapter
 folder validation), `bodies` (request bodies, FastAPI validation errors), `state` (registry,
 CPU LRU, GPU slots, scheduling, metrics, faults), `completions` (completion bodies), `routes`
-(the /v1 handlers), `app` (`EngineDouble`: lifecycle, middleware, /health, /metrics, /_double),
-`cli` (argument parsing, `main`) and `__main__`.
+(the /v1 handlers), `sagemaker` (the routes outside /v1), `app` (`EngineDouble`: lifecycle,
+middleware, /health, /metrics, /_double), `cli` (argument parsing, `main`) and `__main__`.
 """
 
 from __future__ import annotations

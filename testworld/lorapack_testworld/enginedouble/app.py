@@ -25,7 +25,7 @@ from lorapack_testworld.enginedouble.messages import (
     error_response,
     json_response,
 )
-from lorapack_testworld.enginedouble.routes import OpenAIRoutes
+from lorapack_testworld.enginedouble.sagemaker import SageMakerRoutes
 from lorapack_testworld.enginedouble.state import Faults
 
 __all__ = ["ALLOWED_MAX_LORA_RANKS", "EngineDouble", "EngineDoubleStartupError"]
@@ -55,7 +55,7 @@ def _parse_lora_module(value: str) -> tuple[str, str, str | None]:
     return str(data["name"]), str(data["path"]), data.get("base_model_name")
 
 
-class EngineDouble(OpenAIRoutes):
+class EngineDouble(SageMakerRoutes):
     """An in-process vLLM look-alike; the package docstring says what it reproduces."""
 
     def __init__(
@@ -142,6 +142,7 @@ class EngineDouble(OpenAIRoutes):
                     web.post("/v1/unload_lora_adapter", self._unload),
                 ]
             )
+        app.add_routes(self.sagemaker_routes(runtime_lora_updating=self.runtime_lora_updating))
         # A short shutdown timeout: like vLLM on SIGTERM, stopping does not wait for requests.
         runner = web.AppRunner(
             app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0

@@ -101,7 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_cpu_loras=args.max_cpu_loras,
             lora_modules=args.lora_modules,
             runtime_lora_updating=runtime,
-            api_key=args.api_key,
+            # Like vLLM: --api-key, else VLLM_API_KEY (how lorapack's pods pass the key).
+            api_key=args.api_key or os.environ.get("VLLM_API_KEY") or None,
             wrap_worker_errors=not args.double_plain_worker_errors,
             host=args.host,
             port=args.port,

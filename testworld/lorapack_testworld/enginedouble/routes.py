@@ -147,7 +147,11 @@ class OpenAIRoutes(EngineState):
         if isinstance(parsed, web.Response):
             return parsed
         assert isinstance(parsed, UnloadRequest)
-        name = parsed.lora_name
+        result = await self._remove(parsed.lora_name)
+        return result if isinstance(result, web.Response) else plain_response(result)
+
+    async def _remove(self, name: str) -> web.Response | str:
+        """OpenAIServingModels.unload_lora_adapter (also behind the SageMaker route)."""
         async with self._name_locks.setdefault(name, asyncio.Lock()):
             if not name:
                 return error_response(
@@ -161,7 +165,7 @@ class OpenAIRoutes(EngineState):
                 )
             # Like vLLM 0.32/0.33: only the name goes; the weights stay cached until evicted.
             del self._registry[name]
-            return plain_response(f"Success: LoRA adapter '{name}' removed successfully.")
+            return f"Success: LoRA adapter '{name}' removed successfully."
 
     # -- HTTP: inference ----------------------------------------------------------------------
 
