@@ -5,6 +5,7 @@ platform engineers' tools.
     lorapack agent      run the in-pod agent sidecar
     lorapack plan       check BaseModelPool/LoraAdapter YAML offline and print the placement
     lorapack size       size a pool: memory breakdown, KV capacity, GPUs saved
+    lorapack model      stage a base model in S3 for a pool (check, push)
     lorapack crds       write the generated CRDs
     lorapack version    print the version
 
@@ -28,7 +29,7 @@ from lorapack.errors import LorapackError
 
 __all__ = ["COMMANDS", "build_parser", "format_validation_error", "main"]
 
-COMMANDS = ("run", "agent", "plan", "size", "crds", "version")
+COMMANDS = ("run", "agent", "plan", "size", "model", "crds", "version")
 
 
 def _module(name: str) -> ModuleType:

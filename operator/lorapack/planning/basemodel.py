@@ -120,14 +120,17 @@ def _has_tokenizer(top: Sequence[str]) -> bool:
     return any(all(f in present for f in files) for files in TOKENIZER_FILES)
 
 
-def check_base_model_files(paths: Sequence[str], uri: str) -> list[Issue]:
+def check_base_model_files(
+    paths: Sequence[str], uri: str, *, fix: str | None = None
+) -> list[Issue]:
     """What the base-model folder `uri` lacks for vLLM to start, as Issues (empty: complete).
 
     `paths` are the folder's files, relative to it or as full object keys under the URI's
     prefix (an S3 listing). Only the folder's top level counts: vLLM reads config.json, the
-    tokenizer and the weights from there.
+    tokenizer and the weights from there. Each message ends with how to fix it: `fix`, or by
+    default the `lorapack model push` command that stages the model at `uri`.
     """
-    push = f"`lorapack model push <model folder> {uri}`"
+    push = fix or f"`lorapack model push <model folder> {uri}`"
     files = relative_paths(paths, uri)
     if not files:
         return [

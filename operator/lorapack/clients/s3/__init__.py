@@ -20,8 +20,9 @@ Every failure leaves this module as a lorapack.errors error:
     wrong region / endpoint                     -> InvalidSpec
 
 Modules: `settings` (S3Settings and the values: ObjectInfo, DownloadItem, PresignedItem),
-`errors` (map_s3_error, map_disk_error), `client` (S3Client over boto3 and s3transfer) and
-`presigned` (download_presigned over httpx). Every public name is re-exported here.
+`errors` (map_s3_error, map_disk_error), `client` (S3Client over boto3 and s3transfer),
+`presigned` (download_presigned over httpx) and `upload` (S3Uploader: checksummed uploads for
+`lorapack model push`). Every public name is re-exported here.
 """
 
 from __future__ import annotations
@@ -37,13 +38,18 @@ from lorapack.clients.s3.settings import (
     S3Settings,
 )
 from lorapack.clients.s3.settings import MiB as MiB
+from lorapack.clients.s3.upload import ChecksumMode, S3Uploader, UploadItem, UploadResult
 
 __all__ = [
+    "ChecksumMode",
     "DownloadItem",
     "ObjectInfo",
     "PresignedItem",
     "S3Client",
     "S3Settings",
+    "S3Uploader",
+    "UploadItem",
+    "UploadResult",
     "download_presigned",
     "map_disk_error",
     "map_s3_error",
