@@ -39,6 +39,6 @@ if [[ "${1:-}" == "--lint" ]]; then
     # actionlint's own checks (syntax, expressions, action inputs, job needs, permissions) always
     # run; the `run:` scripts are also checked by shellcheck when it is on PATH (GitHub's
     # runners have it; `apt-get install shellcheck` here).
-    exec "$dir/actionlint" -color=never .github/workflows/*.yml
+    exec "$dir/actionlint" -no-color .github/workflows/*.yml
 fi
 echo "$dir/actionlint"
