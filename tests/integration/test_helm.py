@@ -7,15 +7,17 @@ API server), with a kubeconfig whose user is a token of the chart's ServiceAccou
 API, `kubectl create token`). Whatever the operator does therefore passes through the chart's
 RBAC, and any missing rule shows up as a 403 in its log or a pool that never reconciles.
 
-Each mode (namespaces listed, or all namespaces) installs a release, waits for the Deployment to
-become Available, runs the operator, applies a BaseModelPool and a LoraAdapter and checks:
+Each mode (namespaced, the chart's default: pool and team namespaces listed; or clusterWide)
+installs a release, waits for the Deployment to become Available, runs the operator, applies a
+BaseModelPool and a LoraAdapter and checks:
 * the StatefulSet `<pool>` exists with the pool's GPU request, and the agents' Role (which the
   operator may create only because it holds every right it grants);
 * both statuses carry Ready/Reconciling/Stalled and the current observedGeneration, the adapter's
   Stalled reason proving the operator read its credentials Secret in the team namespace;
 * the operator wrote no `spec` field (managedFields), took its peering keep-alive, served
   /healthz and /metrics, and logged no Forbidden error;
-* `kubectl auth can-i` for the ServiceAccount: no Secret outside the chosen namespaces;
+* `kubectl auth can-i` for the ServiceAccount: no Secret outside the chosen namespaces, and in
+  the team namespace only `get` (test_access_matrix.py asks about every cell);
 * objects are deleted first (finalizers need the operator), then `helm uninstall` keeps CRDs.
 
 This module starts its own control plane: an operator started by another test in the shared
@@ -177,7 +179,9 @@ def test_helm_install_runs_the_operator_with_the_charts_rbac(
         "grafanaDashboard": {"enabled": True},
     }
     if mode == "namespaced":
-        values |= {"watchNamespaces": [pools_ns, team_ns], "poolNamespaces": [pools_ns]}
+        values |= {"poolNamespaces": [pools_ns], "teamNamespaces": [team_ns]}
+    else:
+        values |= {"clusterWide": True}
     values_file = tmp_path / "values.yaml"
     values_file.write_text(yaml.safe_dump(values))
     sa = f"system:serviceaccount:{release_ns}:{fullname}"
@@ -257,8 +261,10 @@ def test_helm_install_runs_the_operator_with_the_charts_rbac(
             log,
         )
         engine = statefulset["spec"]["template"]["spec"]["containers"][0]
-        assert engine["resources"]["limits"] == {"nvidia.com/gpu": "1"}
-        assert engine["resources"]["requests"] == {"nvidia.com/gpu": "1"}
+        assert engine["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        assert engine["resources"]["requests"]["nvidia.com/gpu"] == "1"
+        # The API server kept the pod template's token settings (only the agent mounts one).
+        assert statefulset["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
         assert try_get(cluster, "role", "llama3-8b-agent", pools_ns) is not None
         assert try_get(cluster, "secret", "llama3-8b-0-adapters", pools_ns) is not None
 
@@ -307,6 +313,9 @@ def test_helm_install_runs_the_operator_with_the_charts_rbac(
         if mode == "namespaced":
             assert not can_i(cluster, sa, "get", "secrets", "-n", other_ns)
             assert not can_i(cluster, sa, "list", "secrets", "--all-namespaces")
+            assert not can_i(cluster, sa, "list", "secrets", "-n", team_ns)
+            assert not can_i(cluster, sa, "watch", "secrets", "-n", team_ns)
+            assert can_i(cluster, sa, "list", "secrets", "-n", pools_ns)
             assert not can_i(cluster, sa, "create", "statefulsets.apps", "-n", team_ns)
             assert not can_i(cluster, sa, "create", "secrets", "-n", team_ns)
         else:  # the documented price of serving every namespace

@@ -7,9 +7,11 @@
   and review the diff like code;
 * semantic checks that a snapshot refresh cannot wave through: the hardened security context,
   RBAC derived from what the operator's code writes (and what it grants the agents), Secrets
-  granted only where the chosen namespaces need them, every RBAC rule and every value documented
-  in the chart's README, the Deployment's env and arguments accepted by the operator's own config
-  and command line, alerts and dashboard reading only metrics the operator exports;
+  granted only where the chosen namespaces need them (namespaced by default: nothing outside the
+  pool and team namespaces, no list or watch of Secrets outside pool namespaces), every RBAC rule
+  and every value documented in the chart's README, the Deployment's env and arguments accepted
+  by the operator's own config and command line, alerts and dashboard reading only metrics the
+  operator exports;
 * schema and cross-field checks: bad values are refused with a message naming the field.
 
 helm comes from hack/build-tools.sh through devcluster.Tools; without it these tests
@@ -40,8 +42,8 @@ from lorapack.cli import build_parser
 from lorapack.clients.kube import resource_for
 from lorapack.config import OperatorConfig
 from lorapack.handlers import metrics
+from lorapack.manifests import network, routing
 from lorapack.manifests import pool as pool_manifests
-from lorapack.manifests import routing
 from lorapack_testworld.devcluster import Tools, ToolsMissing
 from tests.builders import make_adapter, make_pool
 
@@ -52,12 +54,23 @@ RELEASE, RELEASE_NS = "lorapack", "lorapack-system"
 SA = f"system:serviceaccount:{RELEASE_NS}:{RELEASE}"
 
 # Value sets rendered, linted and snapshotted. Namespaces of the namespaced case:
-WATCHED = ["ml-platform", "team-a", "team-b"]
 POOLS = ["ml-platform"]
+TEAMS = ["team-a", "team-b"]
+WATCHED = POOLS + TEAMS
 CASES: dict[str, dict[str, Any]] = {
     "default": {},
-    "namespaced": {"watchNamespaces": WATCHED, "poolNamespaces": POOLS},
-    "standalone": {"replicaCount": 1, "peering": {"enabled": False}, "metrics": {"enabled": False}},
+    "namespaced": {
+        "poolNamespaces": POOLS,
+        "teamNamespaces": TEAMS,
+        "credentialsSecrets": ["s3-creds"],
+    },
+    "clusterwide": {"clusterWide": True},
+    "standalone": {
+        "replicaCount": 1,
+        "peering": {"enabled": False},
+        "metrics": {"enabled": False},
+        "rbac": {"aggregateToDefaultRoles": False},
+    },
     "monitoring": {
         "image": {"digest": "sha256:" + "a" * 64},
         "agent": {"image": "registry.example/lorapack-agent:0.1.0"},
@@ -118,6 +131,14 @@ def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
 def rendered(helm: Helm) -> dict[str, str]:
     """case -> `helm template` output (rendered once per session)."""
     return {name: helm.template(values) for name, values in CASES.items()}
+
+
+def served(case: str) -> list[str]:
+    """LORAPACK_NAMESPACES of a case: the pool and team namespaces ([] = all namespaces)."""
+    values = CASES[case]
+    if values.get("clusterWide"):
+        return []
+    return [*(values.get("poolNamespaces") or [RELEASE_NS]), *values.get("teamNamespaces", [])]
 
 
 def docs_of(text: str) -> list[dict[str, Any]]:
@@ -195,8 +216,12 @@ def test_notes_render(helm: Helm, tmp_path: Path, case: str) -> None:
     assert f"is installed as release {RELEASE} in namespace {RELEASE_NS}" in text
     assert f"rollout status deployment/{RELEASE}" in text
     assert "delete every LoraAdapter and BaseModelPool first" in text
-    served = CASES[case].get("watchNamespaces")
-    assert (", ".join(served) if served else "all namespaces") in text
+    if served(case):
+        pools = CASES[case].get("poolNamespaces") or [RELEASE_NS]
+        assert f"Serving: BaseModelPools in {', '.join(pools)};" in text
+        assert "Nothing is granted in other namespaces" in text
+    else:
+        assert "Serving: all namespaces (cluster-wide RBAC" in text
 
 
 # ---------------------------------------------------------------------------- the Deployment
@@ -228,9 +253,10 @@ def test_operator_runs_non_root_read_only_without_escalation(
     [
         ("default", 2, True, "RollingUpdate", True),
         ("namespaced", 2, True, "RollingUpdate", True),
+        ("clusterwide", 2, True, "RollingUpdate", True),
         ("standalone", 1, False, "Recreate", False),
     ],
-    ids=["default", "namespaced", "standalone"],
+    ids=["default", "namespaced", "clusterwide", "standalone"],
 )
 def test_replicas_peering_and_rollout(
     rendered: dict[str, str],
@@ -305,7 +331,7 @@ def test_env_is_exactly_what_operator_config_reads(rendered: dict[str, str], cas
     assert set(lorapack_env) == fields, "every operator setting is set by the chart, no other"
     config = OperatorConfig.from_env({k: str(v) for k, v in lorapack_env.items()})
     want = CASES[case]
-    assert config.namespace_list == want.get("watchNamespaces", [])
+    assert config.namespace_list == served(case)
     assert config.metrics_port == (8080 if want.get("metrics", {}).get("enabled", True) else 0)
     if case == "monitoring":
         assert config.agent_image == "registry.example/lorapack-agent:0.1.0"
@@ -330,7 +356,8 @@ def _roles(docs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 
 
 def _granted(docs: list[dict[str, Any]], namespace: str | None) -> list[dict[str, Any]]:
-    """Rules the operator's ServiceAccount holds in `namespace` (None: cluster-wide only)."""
+    """Rules the operator's ServiceAccount holds in `namespace`: its ClusterRoleBindings', plus
+    its RoleBindings' there (None: the cluster-wide ones only)."""
     roles = _roles(docs)
     rules: list[dict[str, Any]] = []
     for d in docs:
@@ -344,12 +371,15 @@ def _granted(docs: list[dict[str, Any]], namespace: str | None) -> list[dict[str
     return rules
 
 
-def _allows(rules: list[dict[str, Any]], group: str, resource: str, verb: str) -> bool:
+def _allows(
+    rules: list[dict[str, Any]], group: str, resource: str, verb: str, name: str | None = None
+) -> bool:
+    """Whether the rules allow `verb` on `resource` (any object, or the object `name`)."""
     return any(
         group in r["apiGroups"]
         and resource in r["resources"]
         and verb in r["verbs"]
-        and not r.get("resourceNames")
+        and (not r.get("resourceNames") or (name is not None and name in r["resourceNames"]))
         for r in rules
     )
 
@@ -380,6 +410,8 @@ def _sample_objects() -> tuple[
         pool_manifests.pod_disruption_budget(pool),
         pool_manifests.statefulset(pool, replicas=1, agent_image="img"),
         pool_manifests.desired_secret(pool, 0, state),
+        network.api_key_secret(pool, "k" * 43),
+        network.engine_network_policy(pool),
     ]
     in_adapter_namespace = [
         routing.adapter_service(adapter, 8000),
@@ -392,52 +424,61 @@ def _group(api_version: str) -> str:
     return api_version.rpartition("/")[0]
 
 
-# What the operator does besides applying objects, from handlers/*, reconcilers/pool.py and
-# kopf (indexes, finalizers, events). (group, resource, verbs, where)
+# What the operator does besides create-or-take-then-apply (create, get, patch) of the objects
+# above, from handlers/* (every kopf index in handlers/indexes.py), reconcilers/* and kopf
+# (finalizers, events). (group, resource, verbs, where): "served" = every namespace it serves,
+# "teams" = team namespaces, "pools" = pool namespaces.
 OPERATOR_CALLS = [
     ("lorapack.io", "basemodelpools", ("list", "watch", "patch"), "served"),
     ("lorapack.io", "loraadapters", ("list", "watch", "patch"), "served"),
     ("lorapack.io", "basemodelpools/status", ("patch",), "served"),
     ("lorapack.io", "loraadapters/status", ("patch",), "served"),
     ("", "pods", ("list", "watch"), "served"),
-    ("", "secrets", ("get", "list", "watch"), "served"),
-    ("", "services", ("get",), "served"),
+    ("", "services", ("list", "watch", "delete"), "served"),
     ("discovery.k8s.io", "endpointslices", ("list", "watch", "delete"), "served"),
     ("", "events", ("create",), "served"),
-    ("", "secrets", ("delete",), "pools"),
+    ("", "secrets", ("get",), "teams"),  # credentials Secrets named by adapters
+    ("", "secrets", ("get", "list", "delete"), "pools"),  # desired states, the pool's own keys
 ]
 
 
-@pytest.mark.parametrize("case", ["default", "namespaced"])
+def _where(case: str, where: str) -> list[str | None]:
+    """The namespaces `where` means in a case (None: cluster-wide bindings alone)."""
+    if case == "clusterwide":
+        return [None]
+    values = CASES[case]
+    return {"served": WATCHED, "teams": values["teamNamespaces"], "pools": POOLS}[where]
+
+
+@pytest.mark.parametrize("case", ["namespaced", "clusterwide"])
 def test_rbac_covers_everything_the_operator_reads_and_writes(
     rendered: dict[str, str], case: str
 ) -> None:
     docs = docs_of(rendered[case])
     _, _, pool_objs, adapter_objs = _sample_objects()
-    served = WATCHED if case == "namespaced" else ["any-namespace"]
-    pools = POOLS if case == "namespaced" else ["any-namespace"]
-    needs: list[tuple[str, str, str, list[str]]] = []
-    for obj in pool_objs:  # server-side apply creates or patches
-        rt = resource_for(obj)
-        needs += [(_group(rt.api_version), rt.plural, v, pools) for v in ("create", "patch")]
-    for obj in adapter_objs:
-        rt = resource_for(obj)
-        needs += [(_group(rt.api_version), rt.plural, v, served) for v in ("create", "patch")]
-    for group, resource, verbs, where in OPERATOR_CALLS:
-        needs += [(group, resource, v, pools if where == "pools" else served) for v in verbs]
+    needs: list[tuple[str, str, str, str, str | None]] = []
+    verbs = ("create", "get", "patch")
+    for where, objs in (("pools", pool_objs), ("served", adapter_objs)):
+        for obj in objs:
+            rt = resource_for(obj)
+            needs += [(_group(rt.api_version), rt.plural, v, where, None) for v in verbs]
+    for group, resource, call_verbs, where in OPERATOR_CALLS:
+        # Credentials Secrets may be limited to the listed names.
+        name = "s3-creds" if (resource, where) == ("secrets", "teams") else None
+        needs += [(group, resource, v, where, name) for v in call_verbs]
     # Owner references with blockOwnerDeletion (OwnerReferencesPermissionEnforcement).
-    needs.append(("lorapack.io", "basemodelpools/finalizers", "update", pools))
-    needs.append(("lorapack.io", "loraadapters/finalizers", "update", served))
+    needs.append(("lorapack.io", "basemodelpools/finalizers", "update", "pools", None))
+    needs.append(("lorapack.io", "loraadapters/finalizers", "update", "served", None))
     missing = [
-        f"{verb} {group or 'core'}/{resource} in {ns}"
-        for group, resource, verb, namespaces in needs
-        for ns in namespaces
-        if not _allows(_granted(docs, ns if case == "namespaced" else None), group, resource, verb)
+        f"{verb} {group or 'core'}/{resource} in {ns or 'every namespace'}"
+        for group, resource, verb, where, name in needs
+        for ns in _where(case, where)
+        if not _allows(_granted(docs, ns), group, resource, verb, name)
     ]
     assert missing == []
 
 
-@pytest.mark.parametrize("case", ["default", "namespaced"])
+@pytest.mark.parametrize("case", ["default", "namespaced", "clusterwide"])
 def test_operator_holds_every_right_it_grants_the_agents(
     rendered: dict[str, str], case: str
 ) -> None:
@@ -445,12 +486,21 @@ def test_operator_holds_every_right_it_grants_the_agents(
     docs = docs_of(rendered[case])
     pool, _, _, _ = _sample_objects()
     role = next(o for o in pool_manifests.agent_rbac(pool) if o["kind"] == "Role")
-    held = _granted(docs, "ml-platform" if case == "namespaced" else None)
+    pool_ns = {"default": RELEASE_NS, "namespaced": "ml-platform", "clusterwide": None}[case]
+    held = _granted(docs, pool_ns)
     for rule in role["rules"]:
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
                 for verb in rule["verbs"]:
                     assert _allows(held, group, resource, verb), (group, resource, verb)
+
+
+def _secret_rights(docs: list[dict[str, Any]], namespace: str | None) -> set[str]:
+    return {
+        verb
+        for verb in ("get", "list", "watch", "create", "patch", "update", "delete")
+        if _allows(_granted(docs, namespace), "", "secrets", verb, name="s3-creds")
+    }
 
 
 def test_namespaced_mode_grants_nothing_outside_the_chosen_namespaces(
@@ -460,27 +510,104 @@ def test_namespaced_mode_grants_nothing_outside_the_chosen_namespaces(
     cluster_wide = _granted(docs, None)
     namespaced_resources = {"secrets", "pods", "services", "endpointslices", "statefulsets"}
     assert not [r for r in cluster_wide if namespaced_resources & set(r["resources"])]
-    assert not _allows(_granted(docs, "elsewhere"), "", "secrets", "get")
+    assert not [r for r in cluster_wide if "lorapack.io" in r["apiGroups"]]
+    assert _granted(docs, "elsewhere") == cluster_wide
     bindings = sorted(
         (d["metadata"]["namespace"], d["roleRef"]["name"])
         for d in docs
         if d["kind"] == "RoleBinding"
     )
     assert bindings == sorted(
-        [(ns, RELEASE) for ns in WATCHED] + [(ns, f"{RELEASE}-pools") for ns in POOLS]
+        [(ns, RELEASE) for ns in WATCHED]
+        + [(ns, f"{RELEASE}-credentials") for ns in TEAMS]
+        + [(ns, f"{RELEASE}-pools") for ns in POOLS]
     )
-    # Team namespaces can hold Services and EndpointSlices, not workloads or Secrets writes.
-    team = _granted(docs, "team-a")
-    assert not _allows(team, "apps", "statefulsets", "create")
-    assert not _allows(team, "", "secrets", "create")
-    assert _allows(_granted(docs, "ml-platform"), "", "secrets", "create")
+    # Secrets: listed and written only in pool namespaces; in team namespaces only `get`, and
+    # only of the listed credentials Secrets.
+    assert _secret_rights(docs, "ml-platform") == {"get", "list", "watch", "create", "patch",
+                                                   "delete"}  # fmt: skip
+    for team in TEAMS:
+        assert _secret_rights(docs, team) == {"get"}
+        assert not _allows(_granted(docs, team), "", "secrets", "get", name="other-secret")
+        assert not _allows(_granted(docs, team), "apps", "statefulsets", "create")
+        assert not _allows(_granted(docs, team), "rbac.authorization.k8s.io", "roles", "create")
+        assert not _allows(_granted(docs, team), "", "pods", "patch")
+    assert _secret_rights(docs, "elsewhere") == set()
+
+
+def test_default_install_serves_only_the_release_namespace(rendered: dict[str, str]) -> None:
+    docs = docs_of(rendered["default"])
+    assert not [d for d in docs if d["kind"] == "ClusterRoleBinding" and
+                d["roleRef"]["name"] != f"{RELEASE}-cluster"]  # fmt: skip
+    bindings = sorted(
+        (d["metadata"]["namespace"], d["roleRef"]["name"])
+        for d in docs
+        if d["kind"] == "RoleBinding"
+    )
+    assert bindings == [(RELEASE_NS, RELEASE), (RELEASE_NS, f"{RELEASE}-pools")]
+    assert _secret_rights(docs, "team-a") == set()
+    env = {e["name"]: e.get("value") for e in container(docs)["env"]}
+    assert env["LORAPACK_NAMESPACES"] == RELEASE_NS
 
 
 def test_clusterwide_mode_binds_cluster_roles(rendered: dict[str, str]) -> None:
-    docs = docs_of(rendered["default"])
+    docs = docs_of(rendered["clusterwide"])
     assert not [d for d in docs if d["kind"] == "RoleBinding"]
-    assert _allows(_granted(docs, None), "", "secrets", "list")
-    assert _allows(_granted(docs, None), "kopf.dev", "clusterkopfpeerings", "watch")
+    everywhere = _granted(docs, None)
+    assert _allows(everywhere, "", "secrets", "list")  # the documented price
+    assert _allows(everywhere, "kopf.dev", "clusterkopfpeerings", "watch")
+
+
+def test_clusterwide_mode_with_pool_namespaces_keeps_pool_rights_there(helm: Helm) -> None:
+    docs = docs_of(helm.template({"clusterWide": True, "poolNamespaces": POOLS}))
+    assert sorted(
+        (d["metadata"]["namespace"], d["roleRef"]["name"])
+        for d in docs
+        if d["kind"] == "RoleBinding"
+    ) == [("ml-platform", f"{RELEASE}-pools")]
+    assert _secret_rights(docs, None) == {"get"}
+    assert _secret_rights(docs, "ml-platform") == {"get", "list", "watch", "create", "patch",
+                                                   "delete"}  # fmt: skip
+    assert not _allows(_granted(docs, "team-a"), "apps", "statefulsets", "create")
+    assert _allows(_granted(docs, "team-a"), "discovery.k8s.io", "endpointslices", "create")
+
+
+def test_deprecated_watch_namespaces_render_like_pool_and_team_namespaces(helm: Helm) -> None:
+    def rbac_and_env(values: dict[str, Any]) -> list[Any]:
+        docs = docs_of(helm.template(values))
+        keep = [d for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding",
+                                                 "KopfPeering")]  # fmt: skip
+        return [*keep, container(docs)["env"]]
+
+    legacy = {"watchNamespaces": WATCHED, "poolNamespaces": POOLS}
+    assert rbac_and_env(legacy) == rbac_and_env({"poolNamespaces": POOLS, "teamNamespaces": TEAMS})
+    # Without poolNamespaces every watched namespace was a pool namespace, and still is.
+    assert rbac_and_env({"watchNamespaces": WATCHED}) == rbac_and_env({"poolNamespaces": WATCHED})
+
+
+def test_aggregated_roles_let_teams_manage_adapters_but_never_status(
+    rendered: dict[str, str],
+) -> None:
+    docs = docs_of(rendered["default"])
+    roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ClusterRole"}
+    view, edit = roles[f"{RELEASE}-view"], roles[f"{RELEASE}-edit"]
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
+    team = view["rules"] + edit["rules"]
+    for verb in ("get", "list", "watch", "create", "update", "patch", "delete"):
+        assert _allows(team, "lorapack.io", "loraadapters", verb)
+    for verb in ("create", "update", "patch", "delete"):
+        assert not _allows(team, "lorapack.io", "basemodelpools", verb)
+    assert not [r for r in team if any(res.endswith("/status") for res in r["resources"])]
+    # No binding names them: they only flow into the built-in roles.
+    for d in docs:
+        if d["kind"] in ("RoleBinding", "ClusterRoleBinding"):
+            assert d["roleRef"]["name"] not in roles or not d["roleRef"]["name"].endswith(
+                ("-view", "-edit")
+            )
+    standalone = {d["metadata"]["name"] for d in docs_of(rendered["standalone"])}
+    assert f"{RELEASE}-view" not in standalone and f"{RELEASE}-edit" not in standalone
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -491,15 +618,20 @@ def test_rbac_has_no_wildcards_and_no_dangerous_verbs(rendered: dict[str, str], 
             assert "*" not in fields, (name, rule)
             assert not {"escalate", "bind", "impersonate", "deletecollection"} & set(rule["verbs"])
             assert "nodes" not in rule["resources"]
-            # Only the peering object of this release may be patched, nothing else by name.
+            # By name: only this release's peering object (patch) and the credentials Secrets
+            # the values list (get).
             if rule.get("resourceNames"):
-                assert rule["resourceNames"] == ["lorapack"] and rule["verbs"] == ["patch"]
+                allowed = [
+                    (["lorapack"], ["patch"]),
+                    (CASES[case].get("credentialsSecrets"), ["get"]),
+                ]
+                assert (rule["resourceNames"], rule["verbs"]) in allowed, (name, rule)
 
 
 def test_every_rbac_rule_is_documented_in_the_chart_readme(rendered: dict[str, str]) -> None:
     readme = (CHART / "README.md").read_text()
     table = [line for line in readme.splitlines() if line.startswith("| `")]
-    for case in ("default", "namespaced"):
+    for case in ("namespaced", "clusterwide"):
         for role, rules in _roles(docs_of(rendered[case])).items():
             name = f"`<fullname>{role.removeprefix(RELEASE)}`"
             for rule in rules:
@@ -523,13 +655,14 @@ def test_peering_objects_match_the_mode_and_the_crds(rendered: dict[str, str]) -
     }
     assert crds["ClusterKopfPeering"]["spec"]["scope"] == "Cluster"
     assert crds["KopfPeering"]["spec"]["scope"] == "Namespaced"
-    cluster = [d for d in docs_of(rendered["default"]) if d["kind"].endswith("KopfPeering")]
+    cluster = [d for d in docs_of(rendered["clusterwide"]) if d["kind"].endswith("KopfPeering")]
     assert [(d["kind"], d["metadata"]["name"]) for d in cluster] == [
         ("ClusterKopfPeering", "lorapack")
     ]
-    namespaced = [d for d in docs_of(rendered["namespaced"]) if d["kind"].endswith("KopfPeering")]
-    assert sorted(d["metadata"]["namespace"] for d in namespaced) == sorted(WATCHED)
-    assert {d["kind"] for d in namespaced} == {"KopfPeering"}
+    for case in ("namespaced", "default"):
+        namespaced = [d for d in docs_of(rendered[case]) if d["kind"].endswith("KopfPeering")]
+        assert sorted(d["metadata"]["namespace"] for d in namespaced) == sorted(served(case))
+        assert {d["kind"] for d in namespaced} == {"KopfPeering"}
     assert not [d for d in docs_of(rendered["standalone"]) if d["kind"].endswith("KopfPeering")]
     for crd in crds.values():
         assert crd["metadata"]["name"] == f"{crd['spec']['names']['plural']}.kopf.dev"
@@ -661,7 +794,16 @@ def test_every_value_is_in_the_schema_and_documented() -> None:
             {"watchNamespaces": ["team-a"], "poolNamespaces": ["ml-platform"]},
             'poolNamespaces contains "ml-platform", which is not in watchNamespaces',
         ),
-        ({"watchNamespaces": ["a", "a"]}, "lists a namespace twice"),
+        ({"watchNamespaces": ["a", "a"]}, "watchNamespaces [a a] lists a name twice"),
+        ({"teamNamespaces": ["a", "a"]}, "teamNamespaces [a a] lists a name twice"),
+        (
+            {"poolNamespaces": ["a"], "teamNamespaces": ["a"]},
+            '"a" is in both poolNamespaces and teamNamespaces',
+        ),
+        ({"clusterWide": True, "teamNamespaces": ["a"]}, "clusterWide is true but teamNamespaces"),
+        ({"clusterWide": "yes"}, "at '/clusterWide': got string, want boolean"),
+        ({"credentialsSecrets": ["S3_Creds"]}, "at '/credentialsSecrets/0'"),
+        ({"teamNamespaces": ["Team_A"]}, "at '/teamNamespaces/0'"),
         ({"metrics": {"port": 8081}}, "metrics.port and probes.port are both 8081"),
         (
             {"metrics": {"enabled": False, "serviceMonitor": {"enabled": True}}},
@@ -684,6 +826,12 @@ def test_every_value_is_in_the_schema_and_documented() -> None:
         "two-replicas-without-peering",
         "pool-namespace-not-served",
         "duplicate-namespace",
+        "duplicate-team-namespace",
+        "namespace-both-pool-and-team",
+        "clusterwide-with-team-list",
+        "clusterwide-not-a-boolean",
+        "secret-name-not-dns",
+        "team-namespace-not-dns-label",
         "metrics-port-clash",
         "servicemonitor-without-metrics",
         "own-service-account-unnamed",

@@ -59,14 +59,40 @@ app.kubernetes.io/part-of: lorapack
 {{- end -}}
 
 {{/*
-Namespaces that hold BaseModelPools (JSON list): poolNamespaces, else every watched namespace.
-Only meaningful when watchNamespaces or poolNamespaces is set.
+Where the operator works (JSON lists; README.md, "RBAC"). Namespaced (clusterWide false):
+  pools  = poolNamespaces; empty: the deprecated watchNamespaces if set, else the release namespace
+  teams  = teamNamespaces, plus the deprecated watchNamespaces that are not pool namespaces
+  served = pools + teams (LORAPACK_NAMESPACES, the RoleBindings and the KopfPeerings)
+Cluster-wide: pools = poolNamespaces (empty: every namespace), teams and served empty (all).
 */}}
 {{- define "lorapack.poolNamespaces" -}}
 {{- if .Values.poolNamespaces -}}
 {{- toJson .Values.poolNamespaces -}}
-{{- else -}}
+{{- else if .Values.clusterWide -}}
+{{- toJson list -}}
+{{- else if .Values.watchNamespaces -}}
 {{- toJson .Values.watchNamespaces -}}
+{{- else -}}
+{{- toJson (list .Release.Namespace) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "lorapack.teamNamespaces" -}}
+{{- $pools := include "lorapack.poolNamespaces" . | fromJsonArray -}}
+{{- $teams := list -}}
+{{- range (concat .Values.teamNamespaces .Values.watchNamespaces) -}}
+{{- if and (not (has . $pools)) (not (has . $teams)) -}}
+{{- $teams = append $teams . -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $teams -}}
+{{- end -}}
+
+{{- define "lorapack.servedNamespaces" -}}
+{{- if .Values.clusterWide -}}
+{{- toJson list -}}
+{{- else -}}
+{{- toJson (concat (include "lorapack.poolNamespaces" . | fromJsonArray) (include "lorapack.teamNamespaces" . | fromJsonArray)) -}}
 {{- end -}}
 {{- end -}}
 
@@ -77,15 +103,25 @@ Cross-field checks the JSON schema cannot express; each message names the values
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.peering.enabled) -}}
 {{- fail (printf "replicaCount is %d but peering.enabled is false: two unpeered operators would both reconcile every pool. Set peering.enabled=true or replicaCount=1" (int .Values.replicaCount)) -}}
 {{- end -}}
+{{- if and .Values.clusterWide (or .Values.teamNamespaces .Values.watchNamespaces) -}}
+{{- fail (printf "clusterWide is true but teamNamespaces %v / watchNamespaces %v name namespaces: a cluster-wide operator serves every namespace. Set clusterWide=false to serve only the namespaces you list, or remove the lists" .Values.teamNamespaces .Values.watchNamespaces) -}}
+{{- end -}}
 {{- if .Values.watchNamespaces -}}
 {{- range .Values.poolNamespaces -}}
 {{- if not (has . $.Values.watchNamespaces) -}}
-{{- fail (printf "poolNamespaces contains %q, which is not in watchNamespaces %v: the operator would never see pools there. Add it to watchNamespaces or remove it from poolNamespaces" . $.Values.watchNamespaces) -}}
+{{- fail (printf "poolNamespaces contains %q, which is not in watchNamespaces %v: the operator would never see pools there. Add it to watchNamespaces or remove it from poolNamespaces (better: replace watchNamespaces by teamNamespaces)" . $.Values.watchNamespaces) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
-{{- if ne (len .Values.watchNamespaces) (len (uniq .Values.watchNamespaces)) -}}
-{{- fail (printf "watchNamespaces %v lists a namespace twice: list each namespace once" .Values.watchNamespaces) -}}
+{{- range $name, $list := dict "watchNamespaces" .Values.watchNamespaces "poolNamespaces" .Values.poolNamespaces "teamNamespaces" .Values.teamNamespaces "credentialsSecrets" .Values.credentialsSecrets -}}
+{{- if ne (len $list) (len (uniq $list)) -}}
+{{- fail (printf "%s %v lists a name twice: list each once" $name $list) -}}
+{{- end -}}
+{{- end -}}
+{{- range .Values.teamNamespaces -}}
+{{- if has . $.Values.poolNamespaces -}}
+{{- fail (printf "%q is in both poolNamespaces and teamNamespaces: pool namespaces serve adapters too, so list it only in poolNamespaces" .) -}}
+{{- end -}}
 {{- end -}}
 {{- if and .Values.metrics.enabled (eq (int .Values.metrics.port) (int .Values.probes.port)) -}}
 {{- fail (printf "metrics.port and probes.port are both %d: give the metrics server and the liveness endpoint different ports" (int .Values.probes.port)) -}}
