@@ -43,3 +43,7 @@ def configure_logging(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # httpx logs every request line at INFO, query string included: for the agent's downloads
+    # that is a presigned URL, a credential (tests/integration/test_leaks.py finds it).
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
