@@ -55,6 +55,13 @@ SERVED_NAME_CONFLICT: Final = "ServedNameConflict"
 POOL_AT_MAX_REPLICAS: Final = "PoolAtMaxReplicas"
 LOAD_FAILED: Final = "LoadFailed"
 UNLOAD_TIMEOUT: Final = "UnloadTimedOut"
+CORRUPT_WEIGHTS: Final = "CorruptWeights"
+"""adapter_model.safetensors is not a well-formed safetensors file (header length, JSON,
+dtypes, offsets) or lacks a tensor PEFT writes (lora_B next to lora_A)."""
+WEIGHTS_DO_NOT_FIT: Final = "WeightsDoNotFitBaseModel"
+"""The tensors' shapes, layers or modules do not fit the pool's base model (its config.json)."""
+TOO_MANY_FILES: Final = "TooManyFiles"
+"""More objects under the adapter's prefix than lorapack lists and downloads for one adapter."""
 
 # BaseModelPool reasons.
 PODS_STARTING: Final = "PodsStarting"
@@ -65,6 +72,8 @@ BASE_MODEL_NOT_FOUND: Final = "BaseModelNotFound"
 """Nothing under spec.baseModel.source.s3.uri (wrong URI, or the model was never staged)."""
 BASE_MODEL_INCOMPLETE: Final = "BaseModelIncomplete"
 """The base-model folder lacks a file vLLM needs (config.json, a tokenizer, safetensors)."""
+INVALID_BASE_CONFIG: Final = "InvalidBaseModelConfig"
+"""The base model's config.json cannot be read as a Hugging Face transformer config."""
 MODEL_DOES_NOT_FIT: Final = "ModelDoesNotFit"
 """Weights + LoRA slot buffers + the smallest KV cache exceed what vLLM may use of the pool's
 GPUs (the sizing model, `lorapack size`)."""
