@@ -54,11 +54,12 @@ from lorapack.errors import (
     InvalidSpec,
     LorapackError,
 )
+from lorapack.planning.artifact import file_path_problem
 
 __all__ = ["MANIFEST_NAME", "AdapterCache", "validate_file_path"]
 
 MANIFEST_NAME: Final = ".lorapack-verified.json"
-UNSAFE_PATH: Final = "UnsafeFilePath"
+UNSAFE_PATH: Final = conditions.UNSAFE_PATH
 _TMP_PREFIX: Final = ".tmp-"
 _DIR_PREFIX: Final = "sha256-"
 _DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
@@ -95,19 +96,9 @@ def validate_file_path(path: str, *, adapter: str = "") -> PurePosixPath:
             reason=UNSAFE_PATH,
         )
 
-    if not path:
-        raise refuse("is empty")
-    if "\\" in path:
-        raise refuse("contains a backslash")
-    if any(ord(c) < 0x20 or c == "\x7f" for c in path):
-        raise refuse("contains a control character")
-    if path.startswith("/") or re.match(r"^[A-Za-z]:", path):
-        raise refuse("is absolute")
-    parts = path.split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        raise refuse("has an empty, '.' or '..' component")
-    if any(len(p.encode()) > 255 for p in parts):
-        raise refuse("has a component longer than 255 bytes")
+    why = file_path_problem(path)
+    if why is not None:
+        raise refuse(why)
     if path == MANIFEST_NAME:
         raise refuse("is reserved by lorapack")
     return PurePosixPath(path)

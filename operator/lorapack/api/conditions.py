@@ -61,6 +61,8 @@ dtypes, offsets) or lacks a tensor PEFT writes (lora_B next to lora_A)."""
 WEIGHTS_DO_NOT_FIT: Final = "WeightsDoNotFitBaseModel"
 """The tensors' shapes, layers or modules do not fit the pool's base model (its config.json)."""
 TOO_MANY_FILES: Final = "TooManyFiles"
+UNSAFE_PATH: Final = "UnsafeFilePath"
+"""An object name that cannot be a file in the pods' cache ("..", absolute, backslash...)."""
 """More objects under the adapter's prefix than lorapack lists and downloads for one adapter."""
 
 # BaseModelPool reasons.

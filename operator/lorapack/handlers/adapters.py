@@ -19,6 +19,7 @@ import kopf
 
 from lorapack import labels
 from lorapack.api import conditions as c
+from lorapack.api.basemodelpool import BaseModelPool
 from lorapack.api.loraadapter import LoraAdapter, LoraAdapterStatus
 from lorapack.errors import LorapackError
 from lorapack.handlers import metrics
@@ -27,6 +28,7 @@ from lorapack.handlers.indexes import InvalidObject
 from lorapack.handlers.runtime import Runtime
 from lorapack.keys import object_key
 from lorapack.manifests.routing import endpoint_url
+from lorapack.planning.baseconfig import BaseConfig, base_config_of
 from lorapack.reconcilers.adapter import AdapterOutcome, AdapterWorld, reconcile_adapter
 from lorapack.reconcilers.validation import ValidationResult
 from lorapack.status.conditions import Verdict, kstatus_conditions, now_rfc3339
@@ -145,7 +147,20 @@ def _gather(rt: Runtime, adapter: LoraAdapter) -> AdapterWorld:
         pods_by_pool=pods_by_pool,
         endpoint=endpoint_url(adapter, rt.config.service_port, headless=headless),
         now=now_rfc3339(),
+        base_configs=_base_configs(rt, pools),
     )
+
+
+def _base_configs(rt: Runtime, pools: list[BaseModelPool]) -> dict[str, BaseConfig]:
+    """The parsed base config.json of each pool whose loop has read one."""
+    found: dict[str, BaseConfig] = {}
+    for pool in pools:
+        key = object_key(pool.metadata.namespace, pool.metadata.name)
+        state = rt.pools.get(key)
+        config = base_config_of(state.base_config) if state and state.base_config else None
+        if config is not None:
+            found[key] = config
+    return found
 
 
 async def adapter_work(rt: Runtime, key: str) -> float | None:

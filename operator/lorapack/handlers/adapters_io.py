@@ -22,6 +22,7 @@ from lorapack.api.meta import parse_s3_uri
 from lorapack.clients import kube as k
 from lorapack.clients.s3 import ObjectInfo, S3Client, S3Settings
 from lorapack.errors import InvalidSpec
+from lorapack.planning.artifact import MAX_ADAPTER_FILES
 from lorapack.planning.s3access import S3Target, effective_target
 
 __all__ = ["KubeWriter", "S3Access"]
@@ -217,7 +218,8 @@ class S3Access:
         self, adapter: LoraAdapter, pool: BaseModelPool, bucket: str, prefix: str
     ) -> Sequence[ObjectInfo]:
         client = self._client(await self.settings_for(adapter, pool))
-        return await client.list_prefix(bucket, prefix)
+        # One more than an adapter may have: enough to refuse a folder of thousands.
+        return await client.list_prefix(bucket, prefix, limit=MAX_ADAPTER_FILES + 1)
 
     async def get_bytes(
         self,
@@ -229,6 +231,19 @@ class S3Access:
     ) -> bytes:
         client = self._client(await self.settings_for(adapter, pool))
         return await client.get_bytes(bucket, key, version_id=version_id)
+
+    async def get_range(
+        self,
+        adapter: LoraAdapter,
+        pool: BaseModelPool,
+        bucket: str,
+        key: str,
+        version_id: str | None,
+        start: int,
+        length: int,
+    ) -> bytes:
+        client = self._client(await self.settings_for(adapter, pool))
+        return await client.get_range(bucket, key, start, length, version_id=version_id)
 
     async def presign(
         self,

@@ -31,11 +31,13 @@ from lorapack.sizing.catalog import lookup_model
 
 __all__ = [
     "CONFIG_FILE",
+    "MAX_ADAPTER_FILES",
     "PICKLE_FILES",
     "SAFETENSORS_FILE",
     "ArtifactFacts",
     "ArtifactFile",
     "check_for_pool",
+    "file_path_problem",
     "inspect_artifact",
     "is_hub_id",
     "manifest_digest",
@@ -51,6 +53,9 @@ _REFUSED_INIT = ("pissa", "olora", "corda", "loftq")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # A plain module name, as opposed to the regular expression PEFT also accepts as a string.
 _MODULE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+#: Files one adapter may have: status.artifact.objects holds at most this many, and every pod
+#: downloads each one (PEFT writes two).
+MAX_ADAPTER_FILES = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +100,73 @@ def is_hub_id(value: str) -> bool:
     return bool(_HUB_ID.match(value)) and not value.startswith(".")
 
 
+def file_path_problem(path: str) -> str | None:
+    """Why an object name (relative to the adapter's prefix) cannot become a file in a pod's
+    cache folder, or None: empty, absolute, an empty / "." / ".." component, a backslash, a
+    control character, a component over 255 bytes. The agent refuses the same names
+    (agent.cache.validate_file_path); the pre-flight refuses them first."""
+    if not path:
+        return "is empty"
+    if "\\" in path:
+        return "contains a backslash"
+    if any(ord(ch) < 0x20 or ch == "\x7f" for ch in path):
+        return "contains a control character"
+    if path.startswith("/") or re.match(r"^[A-Za-z]:", path):
+        return "is absolute"
+    parts = path.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return "has an empty, '.' or '..' component"
+    if any(len(p.encode()) > 255 for p in parts):
+        return "has a component longer than 255 bytes"
+    return None
+
+
+def _file_problems(files: Sequence[ArtifactFile]) -> list[Issue]:
+    if len(files) > MAX_ADAPTER_FILES:
+        return [
+            Issue(
+                conditions.TOO_MANY_FILES,
+                f"the adapter's folder holds more than {MAX_ADAPTER_FILES} objects: point "
+                "spec.source.s3.uri at the folder save_pretrained wrote (adapter_config.json "
+                f"and {SAFETENSORS_FILE}), not at a folder of many adapters or checkpoints",
+            )
+        ]
+    for f in files:
+        why = file_path_problem(f.path)
+        if why is not None:
+            return [
+                Issue(
+                    conditions.UNSAFE_PATH,
+                    f"object name {f.path!r} under spec.source.s3.uri {why}: adapter files must "
+                    "be plain names relative to the folder; rename or remove the object in S3",
+                )
+            ]
+    return []
+
+
+def _target_modules(config: Mapping[str, Any], problems: list[Issue]) -> tuple[str, ...]:
+    raw = config.get("target_modules")
+    if raw is None:
+        return ()  # reported as missing
+    if isinstance(raw, str):
+        return (raw,)
+    if isinstance(raw, list) and all(isinstance(t, str) for t in raw) and len(raw) <= 1024:
+        return tuple(sorted(raw))
+    problems.append(
+        _unsupported(
+            f"adapter_config.json target_modules is {_short(raw)}: it must be a list of module "
+            "names (or one regular expression string); re-save the adapter with PEFT's "
+            "save_pretrained"
+        )
+    )
+    return ()
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _unsupported(message: str) -> Issue:
     return Issue(conditions.UNSUPPORTED_ADAPTER, message)
 
@@ -113,7 +185,7 @@ def _rank(config: Mapping[str, Any], problems: list[Issue]) -> int | None:
     if rank is None:
         problems.append(
             _unsupported(
-                f"adapter_config.json r is {raw!r}: a LoRA rank must be a positive integer; "
+                f"adapter_config.json r is {_short(raw)}: a LoRA rank must be a positive integer; "
                 "re-save the adapter with PEFT's save_pretrained"
             )
         )
@@ -132,8 +204,8 @@ def _rank(config: Mapping[str, Any], problems: list[Issue]) -> int | None:
         if other is None:
             problems.append(
                 _unsupported(
-                    f"adapter_config.json rank_pattern[{module!r}] is {value!r}: ranks must be "
-                    "positive integers"
+                    f"adapter_config.json rank_pattern[{_short(module)}] is {_short(value)}: "
+                    "ranks must be positive integers"
                 )
             )
             return None
@@ -148,8 +220,8 @@ def _refusals(config: Mapping[str, Any]) -> list[Issue]:
     if peft_type is not None and str(peft_type).upper() != "LORA":
         problems.append(
             _unsupported(
-                f"peft_type is {peft_type!r}: vLLM serves only LoRA adapters; train the adapter "
-                "with peft.LoraConfig (peft_type LORA)"
+                f"peft_type is {_short(peft_type)}: vLLM serves only LoRA adapters; "
+                "train the adapter with peft.LoraConfig (peft_type LORA)"
             )
         )
     if config.get("use_dora"):
@@ -162,8 +234,8 @@ def _refusals(config: Mapping[str, Any]) -> list[Issue]:
     if bias not in (None, "none"):
         problems.append(
             _unsupported(
-                f"bias is {bias!r}: vLLM serves only adapters without bias weights; retrain with "
-                "bias='none'"
+                f"bias is {_short(bias)}: vLLM serves only adapters without bias weights; "
+                "retrain with bias='none'"
             )
         )
     if config.get("lora_bias"):
@@ -176,16 +248,17 @@ def _refusals(config: Mapping[str, Any]) -> list[Issue]:
     if to_save:
         problems.append(
             _unsupported(
-                f"modules_to_save is {to_save!r}: vLLM cannot serve fully trained extra modules "
-                "of a causal LM; retrain with modules_to_save=None"
+                f"modules_to_save is {_short(to_save)}: vLLM cannot serve fully trained "
+                "extra modules of a causal LM; retrain with modules_to_save=None"
             )
         )
     init = config.get("init_lora_weights")
     if isinstance(init, str) and init.lower().startswith(_REFUSED_INIT):
         problems.append(
             _unsupported(
-                f"init_lora_weights is {init!r}: vLLM cannot serve PiSSA, OLoRA, CorDA or LoftQ "
-                "adapters (they change the base weights); retrain with init_lora_weights=True"
+                f"init_lora_weights is {_short(init)}: vLLM cannot serve PiSSA, OLoRA, "
+                "CorDA or LoftQ adapters (they change the base weights); retrain with "
+                "init_lora_weights=True"
             )
         )
     refused = (
@@ -225,7 +298,7 @@ def inspect_artifact(
                 f"save_pretrained writes ({CONFIG_FILE} and {SAFETENSORS_FILE})",
             )
         ]
-    problems: list[Issue] = []
+    problems: list[Issue] = _file_problems(files)
     missing = [f for f in ("r", "lora_alpha", "target_modules") if config.get(f) is None]
     if missing:
         problems.append(
@@ -251,8 +324,7 @@ def inspect_artifact(
     alpha = None
     if isinstance(alpha_raw, int | float) and not isinstance(alpha_raw, bool):
         alpha = int(alpha_raw) if math.isfinite(alpha_raw) else None
-    targets = config.get("target_modules") or ()
-    modules = (targets,) if isinstance(targets, str) else tuple(sorted(str(t) for t in targets))
+    modules = _target_modules(config, problems)
     name_or_path = config.get("base_model_name_or_path")
     facts = ArtifactFacts(
         rank=rank,

@@ -14,6 +14,7 @@ qkv_proj and gate_up_proj). Multimodal configs keep the language model under `te
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import Any
 from lorapack.api import conditions
 from lorapack.issues import Issue
 
-__all__ = ["MAX_BASE_CONFIG_BYTES", "BaseConfig", "parse_base_config"]
+__all__ = ["MAX_BASE_CONFIG_BYTES", "BaseConfig", "base_config_of", "parse_base_config"]
 
 #: A config.json is a few KiB; anything far larger is not one.
 MAX_BASE_CONFIG_BYTES = 1 << 20
@@ -159,3 +160,10 @@ def parse_base_config(raw: bytes) -> tuple[BaseConfig | None, list[Issue]]:
         head_dim=head_dim,
         **values,
     ), []
+
+
+@functools.lru_cache(maxsize=256)
+def base_config_of(raw: bytes) -> BaseConfig | None:
+    """parse_base_config's value alone, memoised: adapter passes ask for it every time, while
+    each pool's config.json changes once per generation at most."""
+    return parse_base_config(raw)[0]

@@ -11,7 +11,7 @@ validated.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lorapack import labels
 from lorapack.api.basemodelpool import BaseModelPool
@@ -19,6 +19,7 @@ from lorapack.api.loraadapter import ArtifactStatus, LoraAdapter, LoraAdapterSta
 from lorapack.errors import RetryableError
 from lorapack.issues import Issue
 from lorapack.planning.admission import candidate_pools, pool_key
+from lorapack.planning.baseconfig import BaseConfig
 from lorapack.planning.names import adapter_name_issue
 from lorapack.planning.pods import PodObservation
 from lorapack.reconcilers.poolworld import AdapterPlacement
@@ -47,6 +48,9 @@ class AdapterWorld:
     """pool key -> its pods."""
     endpoint: str
     now: str
+    base_configs: Mapping[str, BaseConfig] = field(default_factory=dict)
+    """pool key -> its base model's config.json, where the pool loop has read it (the
+    tensors' shape checks)."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,9 @@ async def reconcile_adapter(
         result, checked = ValidationResult(adapter.metadata.generation, None, (invalid_name,)), True
     elif world.check_due:
         try:
-            result = await validate_adapter(adapter, world.pools, world.others, store)
+            result = await validate_adapter(
+                adapter, world.pools, world.others, store, world.base_configs
+            )
             checked = True
         except RetryableError as err:  # said in the status, retried by the handler
             waiting = err

@@ -1,7 +1,7 @@
 """The small interfaces reconcilers need from the outside world, defined where they are consumed.
 
 Handlers implement them over `lorapack.clients` (the real cluster, S3); component tests implement
-them with in-memory fakes that record calls. Each port has one to three methods.
+them with in-memory fakes that record calls. Each port has one to four methods.
 """
 
 from __future__ import annotations
@@ -34,7 +34,10 @@ class ArtifactStore(Protocol):
 
     async def list_prefix(
         self, adapter: LoraAdapter, pool: BaseModelPool, bucket: str, prefix: str
-    ) -> Sequence[ObjectInfo]: ...
+    ) -> Sequence[ObjectInfo]:
+        """The objects under the prefix; may stop after MAX_ADAPTER_FILES + 1 of them (the
+        caller refuses that many)."""
+        ...
 
     async def get_bytes(
         self,
@@ -44,6 +47,20 @@ class ArtifactStore(Protocol):
         key: str,
         version_id: str | None,
     ) -> bytes: ...
+
+    async def get_range(
+        self,
+        adapter: LoraAdapter,
+        pool: BaseModelPool,
+        bucket: str,
+        key: str,
+        version_id: str | None,
+        start: int,
+        length: int,
+    ) -> bytes:
+        """At most `length` bytes of the object from `start` (one ranged GET): the
+        safetensors header, without downloading the weights."""
+        ...
 
 
 class Presigner(Protocol):

@@ -1,18 +1,21 @@
 """Pre-flight validation of a LoraAdapter, before any pod is touched.
 
-`validate_adapter` finds the pools that may serve the adapter, reads its S3 listing and
-adapter_config.json through the `ArtifactStore` port, and runs the pure checks of
-`planning.artifact` against every candidate pool. The result is either a valid `ArtifactStatus`
-(what the pods will download, with its digest) or the problems that tell the team what to
-change. Transient storage errors are raised (the handler retries later, keeping the current
-status). Called by the LoraAdapter handler's loop; it never writes anything itself.
+`validate_adapter` finds the pools that may serve the adapter, reads its S3 listing (bounded),
+adapter_config.json and the safetensors header (one or two ranged GETs of at most
+`planning.tensors.MAX_HEADER_BYTES`) through the `ArtifactStore` port, and runs the pure checks
+of `planning.artifact` and `planning.tensors` against every candidate pool (shapes against the
+pool's base config.json where the pool loop has read it). The result is either a valid
+`ArtifactStatus` (what the pods will download, with its digest) or the problems that tell the
+team what to change. Transient storage errors are raised (the handler retries later, keeping
+the current status). Called by the LoraAdapter handler's loop; it never writes anything itself.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from lorapack.api import conditions as c
 from lorapack.api.basemodelpool import BaseModelPool
@@ -21,7 +24,22 @@ from lorapack.api.meta import parse_s3_uri
 from lorapack.errors import AccessDenied, ArtifactNotFound, PermanentError
 from lorapack.issues import Issue
 from lorapack.planning.admission import candidate_pools, pool_key, served_name_conflict
-from lorapack.planning.artifact import ArtifactFile, check_for_pool, inspect_artifact
+from lorapack.planning.artifact import (
+    SAFETENSORS_FILE,
+    ArtifactFacts,
+    ArtifactFile,
+    check_for_pool,
+    inspect_artifact,
+)
+from lorapack.planning.baseconfig import BaseConfig
+from lorapack.planning.tensors import (
+    FIRST_READ_BYTES,
+    SafetensorsHeader,
+    check_against_base,
+    check_lora_tensors,
+    header_length,
+    parse_header,
+)
 from lorapack.reconcilers.ports import ArtifactStore
 
 __all__ = ["CONFIG_FILE", "ValidationResult", "validate_adapter"]
@@ -45,13 +63,27 @@ def _refused(adapter: LoraAdapter, *issues: Issue) -> ValidationResult:
     return ValidationResult(adapter.metadata.generation, None, tuple(issues))
 
 
+@dataclass
+class _Read:
+    """What pre-flight read from S3 for one adapter."""
+
+    files: list[ArtifactFile]
+    config: dict[str, Any] | None
+    header: SafetensorsHeader | None
+    header_uri: str
+
+
 async def validate_adapter(
     adapter: LoraAdapter,
     pools: Sequence[BaseModelPool],
     others: Sequence[LoraAdapter],
     store: ArtifactStore,
+    base_configs: Mapping[str, BaseConfig] | None = None,
 ) -> ValidationResult:
-    """Check the adapter for the current generation (raises RetryableError on S3 hiccups)."""
+    """Check the adapter for the current generation (raises RetryableError on S3 hiccups).
+
+    `base_configs` (pool key -> the pool's parsed base config.json) adds the shape checks of
+    the tensors; a pool without one is checked without them."""
     candidates, refusal = candidate_pools(adapter, pools)
     if refusal is not None:
         return _refused(adapter, refusal)
@@ -60,19 +92,69 @@ async def validate_adapter(
     )
     if conflict is not None:
         return _refused(adapter, conflict)
+    read = await _read(adapter, candidates[0], store)
+    if isinstance(read, Issue):
+        return _refused(adapter, read)
+    facts, problems = inspect_artifact(read.config, read.files)
+    if not problems and facts is not None and read.config is not None:
+        problems = await _header_problems(adapter, candidates[0], store, read, facts)
+    if problems or facts is None:
+        return _refused(adapter, *problems)
 
+    accepted: list[BaseModelPool] = []
+    first_problems: list[Issue] = []
+    for pool in candidates:
+        found = check_for_pool(facts, adapter.spec, pool.spec)
+        base = (base_configs or {}).get(pool_key(pool))
+        if not found and base is not None and read.header is not None and read.config:
+            found = check_against_base(
+                read.header, read.config, base, pool.spec.base_model.name, read.header_uri
+            )
+        if not found:
+            accepted.append(pool)
+        elif not first_problems:
+            first_problems = list(found)
+    if not accepted:
+        return _refused(adapter, *first_problems)
+    return ValidationResult(
+        adapter.metadata.generation,
+        _artifact(adapter, facts, read.files),
+        (),
+        tuple(pool_key(p) for p in accepted),
+    )
+
+
+def _artifact(
+    adapter: LoraAdapter, facts: ArtifactFacts, files: Sequence[ArtifactFile]
+) -> ArtifactStatus:
+    return ArtifactStatus(
+        rank=facts.rank,
+        alpha=facts.alpha,
+        target_modules=list(facts.target_modules),
+        size_bytes=facts.size_bytes,
+        digest=facts.digest,
+        base_model_name_or_path=facts.base_model_name_or_path,
+        uri=adapter.spec.source.s3.uri,
+        validated_generation=adapter.metadata.generation,
+        objects=[
+            ArtifactObject(path=f.path, size=f.size, etag=f.etag, version_id=f.version_id)
+            for f in files
+        ],
+    )
+
+
+async def _read(adapter: LoraAdapter, pool: BaseModelPool, store: ArtifactStore) -> _Read | Issue:
+    """The listing and adapter_config.json, or the Issue that refuses the adapter."""
     source = adapter.spec.source.s3
     bucket, prefix = parse_s3_uri(source.uri)
-    first = candidates[0]
     try:
-        listing = await store.list_prefix(adapter, first, bucket, prefix)
+        listing = await store.list_prefix(adapter, pool, bucket, prefix)
     except ArtifactNotFound as err:
-        return _refused(adapter, Issue(c.ARTIFACT_NOT_FOUND, err.message))
+        return Issue(c.ARTIFACT_NOT_FOUND, err.message)
     except AccessDenied as err:
-        return _refused(adapter, Issue(c.ACCESS_DENIED, err.message))
+        return Issue(c.ACCESS_DENIED, err.message)
     except PermanentError as err:  # a missing credentials Secret, a refused request...
-        return _refused(adapter, Issue.of(err))
-
+        return Issue.of(err)
     pinned = source.version_ids
     files = [
         ArtifactFile(
@@ -85,65 +167,76 @@ async def validate_adapter(
         if o.key.startswith(prefix) and not o.key.endswith("/") and o.key != prefix
     ]
     if not files:
-        return _refused(
-            adapter,
-            Issue(
-                c.ARTIFACT_NOT_FOUND,
-                f"no objects under {source.uri}: check spec.source.s3.uri (it must be the folder "
-                "that holds adapter_config.json)",
-            ),
+        return Issue(
+            c.ARTIFACT_NOT_FOUND,
+            f"no objects under {source.uri}: check spec.source.s3.uri (it must be the folder "
+            "that holds adapter_config.json)",
         )
-    config = None
     config_file = next((f for f in files if f.path == CONFIG_FILE), None)
+    config = None
     if config_file is not None:
         try:
             raw = await store.get_bytes(
-                adapter, first, bucket, prefix + CONFIG_FILE, config_file.version_id
+                adapter, pool, bucket, prefix + CONFIG_FILE, config_file.version_id
             )
         except (ArtifactNotFound, AccessDenied) as err:
-            return _refused(adapter, Issue.of(err))
-        try:
-            parsed = json.loads(raw[:MAX_CONFIG_BYTES])
-        except ValueError as err:
-            return _refused(
-                adapter,
-                Issue(
-                    c.UNSUPPORTED_ADAPTER,
-                    f"{source.uri}{CONFIG_FILE} is not valid JSON ({err}): re-save the adapter "
-                    "with PEFT's save_pretrained",
-                ),
-            )
-        config = parsed if isinstance(parsed, dict) else None
+            return Issue.of(err)
+        parsed = _parse_config(raw, f"{source.uri}{CONFIG_FILE}")
+        if isinstance(parsed, Issue):
+            return parsed
+        config = parsed
+    return _Read(files, config, None, f"{source.uri}{SAFETENSORS_FILE}")
 
-    facts, problems = inspect_artifact(config, files)
-    if problems or facts is None:
-        return _refused(adapter, *(p for p in problems))
 
-    accepted: list[BaseModelPool] = []
-    first_problems: list[Issue] = []
-    for pool in candidates:
-        found = check_for_pool(facts, adapter.spec, pool.spec)
-        if not found:
-            accepted.append(pool)
-        elif not first_problems:
-            first_problems = [p for p in found]
-    if not accepted:
-        return _refused(adapter, *first_problems)
+def _parse_config(raw: bytes, where: str) -> dict[str, Any] | Issue:
+    fix = "re-save the adapter with PEFT's save_pretrained"
+    if len(raw) > MAX_CONFIG_BYTES:
+        return Issue(
+            c.UNSUPPORTED_ADAPTER, f"{where} is larger than {MAX_CONFIG_BYTES} bytes: {fix}"
+        )
+    try:
+        parsed = json.loads(raw)
+    except RecursionError:
+        return Issue(c.UNSUPPORTED_ADAPTER, f"{where} nests too deeply to be a PEFT config: {fix}")
+    except ValueError as err:
+        return Issue(c.UNSUPPORTED_ADAPTER, f"{where} is not valid JSON ({err}): {fix}")
+    if not isinstance(parsed, dict):
+        return Issue(
+            c.UNSUPPORTED_ADAPTER,
+            f"{where} is a JSON {type(parsed).__name__}, not an object: {fix}",
+        )
+    return parsed
 
-    artifact = ArtifactStatus(
-        rank=facts.rank,
-        alpha=facts.alpha,
-        target_modules=list(facts.target_modules),
-        size_bytes=facts.size_bytes,
-        digest=facts.digest,
-        base_model_name_or_path=facts.base_model_name_or_path,
-        uri=source.uri,
-        validated_generation=adapter.metadata.generation,
-        objects=[
-            ArtifactObject(path=f.path, size=f.size, etag=f.etag, version_id=f.version_id)
-            for f in files
-        ],
-    )
-    return ValidationResult(
-        adapter.metadata.generation, artifact, (), tuple(pool_key(p) for p in accepted)
-    )
+
+async def _header_problems(
+    adapter: LoraAdapter,
+    pool: BaseModelPool,
+    store: ArtifactStore,
+    read: _Read,
+    facts: ArtifactFacts,
+) -> list[Issue]:
+    """Reads and checks the safetensors header (integrity, PEFT layout, declared rank);
+    records it in `read` for the per-pool shape checks."""
+    weights = next((f for f in read.files if f.path == SAFETENSORS_FILE), None)
+    if weights is None or facts.weights != "safetensors" or read.config is None:
+        return []  # pickle-only adapters: no header to read (the pool decides on pickle)
+    bucket, prefix = parse_s3_uri(adapter.spec.source.s3.uri)
+    key, where = prefix + weights.path, read.header_uri
+
+    async def get(start: int, length: int) -> bytes:
+        return await store.get_range(adapter, pool, bucket, key, weights.version_id, start, length)
+
+    try:
+        data = await get(0, min(weights.size, FIRST_READ_BYTES)) if weights.size >= 8 else b""
+        n, problem = header_length(data, weights.size, where)
+        if n is None:
+            return [problem] if problem else []
+        if len(data) < 8 + n:
+            data += await get(len(data), 8 + n - len(data))
+    except (ArtifactNotFound, AccessDenied) as err:
+        return [Issue.of(err)]
+    header, problems = parse_header(data, weights.size, where)
+    if header is None:
+        return problems
+    read.header = header
+    return check_lora_tensors(header, read.config, where)

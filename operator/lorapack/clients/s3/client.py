@@ -137,20 +137,32 @@ class S3Client:
     # -- small calls ----------------------------------------------------------------------------
 
     async def list_prefix(
-        self, bucket: str, prefix: str, *, with_versions: bool = False, page_size: int = 1000
+        self,
+        bucket: str,
+        prefix: str,
+        *,
+        with_versions: bool = False,
+        page_size: int = 1000,
+        limit: int | None = None,
     ) -> list[ObjectInfo]:
         """Every object under `prefix` (all pages), sorted by key; folder markers (keys ending
         in "/") skipped. `with_versions` lists versions instead (needs s3:ListBucketVersions)
-        and returns the current version id of each key, so downloads can pin it."""
+        and returns the current version id of each key, so downloads can pin it. `limit`
+        stops after about that many entries (the first pages' keys): a caller that refuses
+        more than N objects passes N + 1 and never holds a huge listing in memory."""
         try:
-            return await asyncio.to_thread(self._list, bucket, prefix, with_versions, page_size)
+            return await asyncio.to_thread(
+                self._list, bucket, prefix, with_versions, page_size, limit
+            )
         except Exception as exc:
             raise map_s3_error(exc, bucket, prefix) from exc
 
     def _list(
-        self, bucket: str, prefix: str, with_versions: bool, page_size: int
+        self, bucket: str, prefix: str, with_versions: bool, page_size: int, limit: int | None
     ) -> list[ObjectInfo]:
-        paging: Any = {"PageSize": page_size}
+        paging: Any = {"PageSize": min(page_size, limit) if limit else page_size}
+        if limit is not None:
+            paging["MaxItems"] = limit
         found = self._list_versions(bucket, prefix, paging) if with_versions else []
         if not with_versions:
             pages = self._client.get_paginator("list_objects_v2").paginate(
@@ -234,6 +246,44 @@ class S3Client:
                     reason=conditions.UNSUPPORTED_ADAPTER,
                 )
             return data
+
+        try:
+            return await asyncio.to_thread(call)
+        except Exception as exc:
+            raise map_s3_error(exc, bucket, key) from exc
+
+    async def get_range(
+        self,
+        bucket: str,
+        key: str,
+        start: int,
+        length: int,
+        *,
+        version_id: str | None = None,
+        etag: str | None = None,
+    ) -> bytes:
+        """Bytes [start, start + length) of an object (fewer at its end), never more: one
+        ranged GET whose body is read up to `length` bytes. `etag` pins the version read
+        (If-Match: an object replaced since it was listed fails as ObjectChanged)."""
+        if start < 0 or length <= 0:
+            raise ValueError(f"byte range start {start}, length {length}")
+
+        def call() -> bytes:
+            args: dict[str, Any] = {
+                "Bucket": bucket,
+                "Key": key,
+                "Range": f"bytes={start}-{start + length - 1}",
+            }
+            if version_id:
+                args["VersionId"] = version_id
+            if etag:
+                args["IfMatch"] = f'"{etag.strip(chr(34))}"'
+            r = self._client.get_object(**args)
+            body = r["Body"]
+            try:
+                return bytes(body.read(length))
+            finally:
+                body.close()
 
         try:
             return await asyncio.to_thread(call)
