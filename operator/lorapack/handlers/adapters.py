@@ -135,19 +135,28 @@ def _gather(rt: Runtime, adapter: LoraAdapter) -> AdapterWorld:
         for p in pools
     }
     headless = rt.config.adapter_service_type == "Headless"
+    last = rt.validations.get(key)
+    base_configs = _base_configs(rt, pools)
+    # Accepted before a pool's base config.json was read: check the shapes now.
+    unchecked = (
+        last is not None
+        and last.artifact is not None
+        and bool(set(base_configs) & set(last.pools) - set(last.shapes_checked))
+    )
     return AdapterWorld(
         adapter=adapter,
         pools=pools,
         others=others,
-        last=rt.validations.get(key),
-        check_due=rt.validations.due(
+        last=last,
+        check_due=unchecked
+        or rt.validations.due(
             key, adapter.metadata.generation, rt.pools_version, rt.config.revalidate_seconds
         ),
         placement=placement,
         pods_by_pool=pods_by_pool,
         endpoint=endpoint_url(adapter, rt.config.service_port, headless=headless),
         now=now_rfc3339(),
-        base_configs=_base_configs(rt, pools),
+        base_configs=base_configs,
     )
 
 

@@ -57,6 +57,9 @@ class ValidationResult:
     problems: tuple[Issue, ...]
     pools: tuple[str, ...] = ()
     """Keys of the pools that accept the artifact."""
+    shapes_checked: tuple[str, ...] = ()
+    """Keys of the pools whose base config.json the tensors were checked against (a pool
+    whose config arrives later calls for a new check)."""
 
 
 def _refused(adapter: LoraAdapter, *issues: Issue) -> ValidationResult:
@@ -116,11 +119,13 @@ async def validate_adapter(
             first_problems = list(found)
     if not accepted:
         return _refused(adapter, *first_problems)
+    checked = tuple(pool_key(p) for p in candidates if pool_key(p) in (base_configs or {}))
     return ValidationResult(
         adapter.metadata.generation,
         _artifact(adapter, facts, read.files),
         (),
         tuple(pool_key(p) for p in accepted),
+        checked if read.header is not None else (),
     )
 
 
