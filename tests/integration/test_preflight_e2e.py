@@ -10,6 +10,7 @@ is Stalled with its reason before any pod hears of it; the healthy ones become R
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,17 @@ def broken_adapters(artifacts: ArtifactIndex) -> dict[str, tuple[dict[str, bytes
     }
 
 
+def stalled(e: E2E, name: str, reason: str) -> dict[str, Any]:
+    """The adapter once it is Stalled with `reason`."""
+
+    def check() -> dict[str, Any] | None:
+        obj = e.try_get("lora", name)
+        return obj if obj and e.condition(obj, "Stalled").get("reason") == reason else None
+
+    found: dict[str, Any] = e.wait(f"{name} Stalled with {reason}", check, timeout=120)
+    return found
+
+
 def _desired_adapters(e: E2E) -> str:
     """Everything the pods' desired-state Secrets of the namespace say, decoded."""
     secrets = e.cluster.get_json(
@@ -110,18 +122,12 @@ def test_broken_weights_are_refused_before_any_pod_and_healthy_adapters_serve(
         e.apply(e.adapter(folder, f"{e.namespace}/{folder}"))
 
     for folder, (_, reason, words) in broken.items():
-        obj = e.wait(
-            f"{folder} Stalled with {reason}",
-            lambda f=folder, r=reason: (
-                (o := e.try_get("lora", f)) and e.condition(o, "Stalled").get("reason") == r and o
-            ),
-            timeout=120,
-        )
+        obj = stalled(e, folder, reason)
         message = e.condition(obj, "Ready")["message"]
         assert words in message, message
         assert not (obj.get("status") or {}).get("placements")
     for name in healthy:
-        e.wait(f"{name} Ready", lambda n=name: e.ready(n), timeout=150)
+        e.wait(f"{name} Ready", functools.partial(e.ready, name), timeout=150)
         reply = e.chat(name)
         assert reply.status_code == 200, reply.text
         assert f"adapter={name}" in reply.json()["choices"][0]["message"]["content"]
