@@ -11,6 +11,7 @@ import concurrent.futures
 import contextlib
 import logging
 import os
+import random
 import signal
 from pathlib import Path
 
@@ -20,12 +21,12 @@ from lorapack.agent.loop import Agent
 from lorapack.agent.reporter import PodReporter
 from lorapack.api.podstate import DesiredState, S3Location, desired_from_secret
 from lorapack.clients.engine import EngineClient
-from lorapack.clients.kube import SECRET, KubeClient
+from lorapack.clients.kube import POD, SECRET, KubeClient
 from lorapack.clients.s3 import DownloadItem, S3Client, S3Settings
 from lorapack.config import AgentConfig
-from lorapack.errors import InvalidSpec
+from lorapack.errors import InvalidSpec, LorapackError
 
-__all__ = ["decode_desired", "fetch_model", "run_agent"]
+__all__ = ["WATCH_PROBLEM_ANNOTATION", "decode_desired", "fetch_model", "run_agent"]
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +59,92 @@ class _S3Clients:
         return self._clients[key]
 
 
-async def _follow_desired(kube: KubeClient, config: AgentConfig, agent: Agent) -> None:
-    async for event in kube.watch(
-        SECRET, config.pod_namespace, field_selector=f"metadata.name={config.desired_secret}"
-    ):
-        if event.type == "DELETED":
-            agent.set_desired(None)
-            continue
-        state = decode_desired(event.object)
-        if state is not None:
-            agent.set_desired(state)
+#: Annotation on the agent's Pod saying why the desired state is not being followed (absent:
+#: it is). The operator and `kubectl describe pod` show it; the agent keeps serving the last
+#: desired state it read meanwhile (dropping every adapter would be worse than a stale list).
+WATCH_PROBLEM_ANNOTATION = "lorapack.io/desired-state-problem"
+WATCH_BACKOFF_FIRST = 1.0
+WATCH_BACKOFF_CAP = 60.0
+
+
+class _WatchProblem:
+    """Writes and clears WATCH_PROBLEM_ANNOTATION; a failed write is logged, never raised."""
+
+    def __init__(self, kube: KubeClient, config: AgentConfig) -> None:
+        self._kube = kube
+        self._config = config
+        self.current: str | None = None
+
+    async def set(self, message: str | None) -> None:
+        if message == self.current:
+            return
+        try:
+            await self._kube.patch(
+                POD,
+                self._config.pod_namespace,
+                self._config.pod_name,
+                {"metadata": {"annotations": {WATCH_PROBLEM_ANNOTATION: message}}},
+                kind="merge",
+                field_manager=labels.AGENT_FIELD_MANAGER,
+            )
+            self.current = message
+        except Exception as err:  # the report is best effort: the watch retries regardless
+            log.warning("Could not report the desired-state problem on the Pod: %s", err)
+
+
+async def _follow_desired(
+    kube: KubeClient,
+    config: AgentConfig,
+    agent: Agent,
+    *,
+    first_delay: float = WATCH_BACKOFF_FIRST,
+    max_delay: float = WATCH_BACKOFF_CAP,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Follow the desired-state Secret forever: a watch that ends or fails (403 after an RBAC
+    change, a Secret the agent may no longer read, a broken API server) is restarted with
+    jittered exponential backoff and reported on the Pod; the agent keeps its last state."""
+    problem = _WatchProblem(kube, config)
+    secret = f"{config.pod_namespace}/{config.desired_secret}"
+    delay = first_delay
+    rng = random.Random()
+    while stop is None or not stop.is_set():
+        try:
+            async for event in kube.watch(
+                SECRET,
+                config.pod_namespace,
+                field_selector=f"metadata.name={config.desired_secret}",
+            ):
+                delay = first_delay
+                if problem.current is not None:
+                    log.info("Following the desired state in Secret %s again", secret)
+                    await problem.set(None)
+                if event.type == "DELETED":
+                    agent.set_desired(None)
+                    continue
+                state = decode_desired(event.object)
+                if state is not None:
+                    agent.set_desired(state)
+            why = "the watch ended"
+        except asyncio.CancelledError:
+            raise
+        except LorapackError as err:
+            why = f"{err.reason}: {err.message}"
+        except Exception as err:  # never let the follower die: it is the agent's only input
+            why = f"{type(err).__name__}: {err}"
+        log.error(
+            "Desired state in Secret %s not followed (%s); keeping the last one, retrying in "
+            "%.1f s",
+            secret,
+            why,
+            delay,
+        )
+        await problem.set(
+            f"watching Secret {secret} failed ({why}); serving the last desired state read; "
+            "check the agent's Role (get/list/watch on that Secret)"
+        )
+        await asyncio.sleep(rng.uniform(delay / 2, delay))
+        delay = min(delay * 2, max_delay)
 
 
 async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> None:
