@@ -7,9 +7,10 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from lorapack.api import conditions
 from lorapack.api.basemodelpool import BaseModelPool
 from lorapack.api.loraadapter import LoraAdapter
-from lorapack.errors import AccessDenied, ArtifactNotFound, LorapackError
+from lorapack.errors import AccessDenied, ArtifactNotFound, ArtifactRejected, LorapackError
 from lorapack.planning.artifact import MAX_ADAPTER_FILES
 
 
@@ -94,7 +95,14 @@ class MemoryStore:
         version_id: str | None,
     ) -> bytes:
         self.calls.append(("get", f"{bucket}/{key}", 0, 0))
-        return self._read(bucket, key)[: 1 << 20]
+        data = self._read(bucket, key)
+        if self._size(f"{bucket}/{key}") > 1 << 20:  # as S3Client.get_bytes refuses
+            raise ArtifactRejected(
+                f"s3://{bucket}/{key} is {len(data)} bytes, more than the {1 << 20} bytes "
+                "lorapack reads for this file; is it the right file?",
+                reason=conditions.UNSUPPORTED_ADAPTER,
+            )
+        return data
 
     async def get_range(
         self,

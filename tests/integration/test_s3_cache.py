@@ -136,15 +136,16 @@ async def test_etag_mismatch_of_a_single_part_object_is_detected(
     files = {"adapter_config.json": CONFIG, "adapter_model.safetensors": b"weights v1"}
     objects = upload_adapter(s3_server, s3_bucket, "c/", tmp_path, files)
     adapter = desired(objects, s3_bucket, "c/")
-    # Replaced after the operator listed it, with the same size: only the ETag tells.
+    # Replaced after the operator listed it, with the same size: only the ETag tells, and
+    # If-Match on the single GET refuses it before a byte is written.
     s3_server.put_bytes(s3_bucket, "c/adapter_model.safetensors", b"weights v2")
     cache = AdapterCache(tmp_path / "cache")
 
-    with pytest.raises(ArtifactRejected) as caught:
+    with pytest.raises(StorageUnavailable) as caught:
         await cache.ensure(adapter, s3=client, allow_pickle=False)
 
-    assert caught.value.reason == "DigestMismatch"
-    assert "differs from its ETag" in caught.value.message
+    assert caught.value.reason == "ObjectChanged"
+    assert "changed since it was listed" in caught.value.message
     assert cache.digests() == set()
 
 

@@ -196,7 +196,7 @@ def client_error(code: str, status: int, message: str = "msg") -> ClientError:
             S3DownloadFailedError("etag"),
             StorageUnavailable,
             "ObjectChanged",
-            "changed while it was being downloaded",
+            "changed since it was listed or while it was being downloaded",
             id="s3transfer-etag",
         ),
         pytest.param(

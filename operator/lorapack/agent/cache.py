@@ -270,7 +270,10 @@ class AdapterCache:
     ) -> None:
         if adapter.access == "presigned":
             await self._fetch_presigned(
-                [PresignedItem(p.spec.url or "", tmp / p.rel, p.spec.size) for p in planned]
+                [
+                    PresignedItem(p.spec.url or "", tmp / p.rel, p.spec.size, p.spec.etag)
+                    for p in planned
+                ]
             )
             return
         if s3 is None or adapter.s3 is None:

@@ -184,7 +184,7 @@ async def _read(adapter: LoraAdapter, pool: BaseModelPool, store: ArtifactStore)
             raw = await store.get_bytes(
                 adapter, pool, bucket, prefix + CONFIG_FILE, config_file.version_id
             )
-        except (ArtifactNotFound, AccessDenied) as err:
+        except PermanentError as err:  # gone since listed, refused, larger than a config
             return Issue.of(err)
         parsed = _parse_config(raw, f"{source.uri}{CONFIG_FILE}")
         if isinstance(parsed, Issue):
@@ -238,7 +238,7 @@ async def _header_problems(
             return [problem] if problem else []
         if len(data) < 8 + n:
             data += await get(len(data), 8 + n - len(data))
-    except (ArtifactNotFound, AccessDenied) as err:
+    except PermanentError as err:
         return [Issue.of(err)]
     header, problems = parse_header(data, weights.size, where)
     if header is None:

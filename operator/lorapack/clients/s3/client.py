@@ -73,6 +73,13 @@ def _settle(waiter: asyncio.Future[None], error: BaseException | None) -> None:
         waiter.set_exception(error)
 
 
+class _PinnedTransferManager(TransferManager):
+    """A TransferManager that accepts IfMatch for every download: s3transfer adds it to ranged
+    GETs by itself, but sends objects under multipart_threshold as one GET without it."""
+
+    ALLOWED_DOWNLOAD_ARGS = [*TransferManager.ALLOWED_DOWNLOAD_ARGS, "IfMatch"]  # noqa: RUF012
+
+
 class S3Client:
     """One endpoint, one credential set; safe to share between tasks."""
 
@@ -120,7 +127,7 @@ class S3Client:
     def _transfers(self) -> TransferManager:
         with self._manager_lock:
             if self._manager is None:
-                self._manager = TransferManager(self._client, self._transfer_config)
+                self._manager = _PinnedTransferManager(self._client, self._transfer_config)
             return self._manager
 
     def close(self) -> None:
@@ -335,6 +342,8 @@ class S3Client:
                 folder.mkdir(parents=True, exist_ok=True)
             for item, waiter in zip(items, waiters, strict=True):
                 extra = {"VersionId": item.version_id} if item.version_id else {}
+                if item.etag:  # a swapped small object fails with 412, not written to disk
+                    extra["IfMatch"] = f'"{item.etag.strip(chr(34))}"'
                 futures.append(
                     manager.download(
                         item.bucket,

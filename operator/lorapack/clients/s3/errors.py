@@ -78,8 +78,8 @@ def map_s3_error(exc: BaseException, bucket: str | None, key: str | None = None)
         )
     if isinstance(exc, S3DownloadFailedError):
         return StorageUnavailable(
-            f"{where} changed while it was being downloaded (its ETag no longer matches the "
-            "listing); the adapter is listed again and fetched anew",
+            f"{where} changed since it was listed or while it was being downloaded (its ETag "
+            "no longer matches the listing); the adapter is listed again and fetched anew",
             reason="ObjectChanged",
             retry_after=1.0,
         )

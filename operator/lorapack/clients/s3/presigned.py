@@ -2,7 +2,8 @@
 
 Team credentials never leave the operator: it presigns the URLs, and the agent fetches them
 here with at most `concurrency` GETs in flight, large objects as concurrent ranged GETs
-written at their offsets, retrying 429/5xx and connection failures with jittered exponential
+written at their offsets, every GET pinned to the listed ETag (If-Match) and capped at the
+listed size, retrying 429/5xx and connection failures with jittered exponential
 backoff. The query string of a presigned URL is a credential and never appears in messages.
 Called by the agent's cache through `lorapack.clients.s3.download_presigned`.
 """
@@ -117,6 +118,9 @@ async def _fetch_range(
     where = _safe_url(item.url)
     whole = start == 0 and end == item.size - 1
     headers = {} if whole else {"Range": f"bytes={start}-{end}"}
+    if item.etag:  # pins the version pre-flight validated: a swapped object answers 412
+        headers["If-Match"] = f'"{item.etag.strip(chr(34))}"'
+
     last = ""
     body = ""
     for attempt in range(backoff.attempts):
@@ -170,6 +174,13 @@ async def _write_body(response: httpx.Response, item: PresignedItem, start: int,
 def _raise_for_status(status: int, body: str, where: str, whole: bool) -> None:
     if status in _RETRYABLE_STATUS:
         return
+    if status == 412:
+        raise StorageUnavailable(
+            f"{where} changed since it was listed (If-Match failed); the adapter is validated "
+            "and published again",
+            reason="ObjectChanged",
+            retry_after=1.0,
+        )
     if status == 403 and "expired" in body.lower():
         raise StorageUnavailable(
             f"the presigned URL for {where} has expired; the operator refreshes it",

@@ -132,8 +132,9 @@ class DownloadItem:
     dest: Path
     size: int
     etag: str | None = None
-    """The listing's ETag: saves a HEAD per object and makes ranged GETs If-Match it, so an
-    object replaced mid-download fails instead of mixing two versions."""
+    """The listing's ETag: saves a HEAD per object and makes every GET (ranged or whole)
+    If-Match it, so an object replaced after validation or mid-download fails (ObjectChanged)
+    instead of being written or mixing two versions."""
 
 
 @dataclass(frozen=True)
@@ -143,3 +144,6 @@ class PresignedItem:
     url: str
     dest: Path
     size: int
+    etag: str = ""
+    """The listing's ETag: every GET sends If-Match with it, so an object replaced after
+    validation fails (ObjectChanged) instead of being written (whatever its size)."""
