@@ -1,5 +1,5 @@
 # lorapack developer targets. Everything installs what it needs: `make test` and `make demo` work
-# on a fresh machine with Python 3.11+, Go 1.26 and access to PyPI and the Go module proxy.
+# on a fresh machine with Python 3.11+, Go 1.26.6 or newer and access to PyPI and the Go module proxy.
 # Build caches (Go binaries, the vLLM CPU venv, test artifacts) live outside the repository in
 # $(LORAPACK_CACHE) (default ~/.cache/lorapack); the project venv is .venv/.
 
@@ -11,7 +11,8 @@ export LORAPACK_CACHE ?= $(HOME)/.cache/lorapack
 PYTEST_ARGS ?=
 
 .PHONY: help venv fmt lint typecheck test test-unit test-integration test-contract manifests \
-        verify demo demo-down cluster-up cluster-down tools vllm-env artifacts bench vllm-lock clean
+        verify demo demo-down cluster-up cluster-down tools vllm-env artifacts bench vllm-lock clean \
+        image testworld-image node-tools test-realnode
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -52,10 +53,23 @@ vllm-env:  ## build or reuse the vLLM CPU venv in the cache
 artifacts: venv vllm-env  ## build or reuse the tiny model and PEFT test adapters in the cache
 	$(PY) -c "from lorapack_testworld.artifacts import artifacts_dir; print(artifacts_dir())"
 
+image: venv  ## build the operator/agent image hermetically into an OCI archive under $(LORAPACK_CACHE)/images
+	hack/image/build.sh product >/dev/null
+
+testworld-image: venv  ## build the test-world image (engine double as `vllm`), the same way
+	hack/image/build.sh testworld >/dev/null
+
+node-tools:  ## build or reuse kubelet, kube-proxy, containerd; install runc, CNI plugins, iptables
+	hack/image/install-packages.sh node
+	hack/realnode/build-node.sh
+
+test-realnode: venv tools artifacts image testworld-image node-tools  ## the real-node tier (kubelet + containerd in a network namespace)
+	LORAPACK_REALNODE=1 $(PY) -m pytest tests/realnode $(PYTEST_ARGS)
+
 test-unit: venv  ## fast tiers only: unit and component tests
 	$(PY) -m pytest tests/unit tests/component $(PYTEST_ARGS)
 
-test: verify lint typecheck tools artifacts  ## everything CI runs: checks, unit, component, integration, contract
+test: verify lint typecheck tools artifacts image  ## everything CI runs: checks, unit, component, integration, contract
 	LORAPACK_REQUIRE_CLUSTER=1 $(PY) -m pytest tests $(PYTEST_ARGS)
 
 test-integration: venv tools artifacts  ## the integration tier (real control plane, S3 server, engines)

@@ -17,7 +17,7 @@ ETCD_VERSION=v3.6.16
 KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.22.0
 
-export GOTOOLCHAIN=local        # never download a toolchain: Go 1.26 is what the pins need
+export GOTOOLCHAIN=local        # never download a toolchain: Go 1.26.6 is what the pins need
 export GOFLAGS=-buildvcs=false  # the wrappers are not VCS checkouts of the programs they build
 export CGO_ENABLED=0            # static binaries, as upstream releases them
 
@@ -38,7 +38,7 @@ if [[ "${1:-}" == "--print-dir" ]]; then
     exit 0
 fi
 
-command -v go >/dev/null || { echo "error: Go >= 1.26 is required (https://go.dev/doc/install)" >&2; exit 1; }
+command -v go >/dev/null || { echo "error: Go >= 1.26.6 is required (https://go.dev/doc/install)" >&2; exit 1; }
 
 log() { printf '[build-tools %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 

@@ -75,6 +75,19 @@ class OperatorConfig(_EnvModel):
     (LORAPACK_ADAPTER_RESYNC_SECONDS)."""
     adapter_workers: int = Field(default=8, ge=1, le=256)
     """Adapter passes run at once (LORAPACK_ADAPTER_WORKERS)."""
+    engine_network_policy: bool = True
+    """Give each pool the NetworkPolicy `<pool>-engine`: the engine port reachable only from the
+    pool's own pods and the gateway namespaces (LORAPACK_ENGINE_NETWORK_POLICY)."""
+    gateway_namespaces: str = Field(
+        default="", pattern=r"^\s*([^=,\s]+=[^=,\s]+\s*(,\s*[^=,\s]+=[^=,\s]+\s*)*)?$"
+    )
+    """Labels (key=value,...) of the namespaces your gateway runs in, admitted to the engine
+    port; empty admits no gateway (LORAPACK_GATEWAY_NAMESPACES), e.g.
+    kubernetes.io/metadata.name=gateway-system."""
+    engine_allow_team_namespaces: bool = False
+    """Also admit each pool's allowed team namespaces to the engine port, for teams that hold
+    the engine key (they then reach vLLM's unauthenticated SageMaker routes too)
+    (LORAPACK_ENGINE_ALLOW_TEAM_NAMESPACES)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:

@@ -66,6 +66,8 @@ class FakeWriter:
     def desired(self) -> dict[int, DesiredState]:
         out = {}
         for name, secret in self.of_kind("Secret").items():
+            if labels.DESIRED_KEY not in (secret.get("data") or {}):
+                continue  # the pool's engine key
             state = DesiredState.model_validate_json(
                 base64.b64decode(secret["data"][labels.DESIRED_KEY])
             )

@@ -69,6 +69,7 @@ PLACEHOLDERS: Mapping[str, str] = {
     "<access-key>": "AWS_ACCESS_KEY_ID of the credentials",
     "<secret-key>": "AWS_SECRET_ACCESS_KEY of the credentials",
     "<gateway-port>": "the port of the demo's gateway, printed by make demo",
+    "<model-folder>": "a folder holding a base model (config.json, tokenizer, safetensors)",
 }
 _PLACEHOLDER = re.compile(r"<[a-z][a-z0-9-]*>")
 # In-cluster Service URLs (namespace and service are DNS labels).
@@ -381,7 +382,7 @@ def test_skipped_blocks_name_what_covers_them(page: str) -> None:
     for block in BLOCKS[page]:
         if block.skip is None:
             continue
-        paths = re.findall(r"(?:tests|operator|hack|bench)/[\w./-]+\w", block.skip)
+        paths = re.findall(r"(?:tests|testworld|operator|hack|bench)/[\w./-]+\w", block.skip)
         assert paths, f"{page}:{block.line}: `not run:` must name the file that covers it"
         for path in paths:
             assert (ROOT / path).exists(), f"{page}:{block.line}: {path} does not exist"
@@ -559,7 +560,7 @@ def test_teams_guide(e2e: E2E, artifacts: ArtifactIndex, lorapack_bin: Path) -> 
 @pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_platform_guide(e2e: E2E, lorapack_bin: Path) -> None:
+def test_platform_guide(e2e: E2E, artifacts: ArtifactIndex, lorapack_bin: Path) -> None:
     e = e2e
     team = _team_namespace(e, "team")
     values = {
@@ -568,6 +569,8 @@ def test_platform_guide(e2e: E2E, lorapack_bin: Path) -> None:
         "<s3-endpoint>": e.s3.endpoint,
         "<access-key>": e.s3.access_key,
         "<secret-key>": e.s3.secret_key,
+        # The page stages the base model its pool names (the tiny test model stands in).
+        "<model-folder>": str(artifacts.model.path),
     }
     Runner(e, values, lorapack_bin).run_page("platform.md")
 
@@ -615,7 +618,9 @@ def test_troubleshooting(e2e: E2E, lorapack_bin: Path) -> None:
         e.adapter("broken-bot", "unexpected-module", namespace=team),
     )
     # An S3 endpoint where nothing listens: retried without a status (no condition to wait for).
-    offline = e.adapter("offline-bot", "r8", namespace=team)
+    # It names the team's own keys: the pool's are used only at the pool's endpoint.
+    e.apply(e.s3_secret("team-keys", namespace=team))
+    offline = own_secret(e.adapter("offline-bot", "r8", namespace=team), "team-keys")
     offline["spec"]["source"]["s3"]["endpoint"] = "http://127.0.0.1:1"
     e.apply(offline)
     for name, reason in (

@@ -9,6 +9,7 @@ together (the CPU backend's mixed-batch bug, vllm-lora-contract.md section 11.7)
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import httpx
@@ -21,10 +22,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.vllm, pytest.mark.timeout(600
 PROMPT = [{"role": "user", "content": "The capital of France is"}]
 
 
-def ask(url: str, model: str) -> str:
+def ask(url: str, model: str, key: str) -> str:
     reply = httpx.post(
         url,
         json={"model": model, "messages": PROMPT, "max_tokens": 8, "temperature": 0},
+        headers={"Authorization": f"Bearer {key}"},
         timeout=120,
     )
     assert reply.status_code == 200, reply.text
@@ -54,13 +56,18 @@ def test_chat_through_the_service_is_answered_by_that_adapter(e2e: E2E) -> None:
         k.split("/", 1)[1]: v["engine"] for k, v in pods.items() if k.startswith(f"{e.namespace}/")
     }
     assert set(engines) == {"real-vllm-0", "real-vllm-1"}
+    # The engines take the pool's key (the operator made the Secret; the gateway sends it).
+    secret = e.get("secret", "real-vllm-engine-key")
+    key = base64.b64decode(secret["data"]["api-key"]).decode()
     for engine in engines.values():
-        models = httpx.get(f"{engine}/v1/models", timeout=10).json()["data"]
+        assert httpx.get(f"{engine}/v1/models", timeout=10).status_code == 401
+        auth = {"Authorization": f"Bearer {key}"}
+        models = httpx.get(f"{engine}/v1/models", headers=auth, timeout=10).json()["data"]
         assert {m["id"] for m in models} == {BASE_MODEL, "writer", "coder"}
         assert all("vllm" in m["owned_by"] for m in models)  # a real vLLM answered
 
     direct = {
-        name: {pod: ask(f"{url}/v1/chat/completions", name) for pod, url in engines.items()}
+        name: {pod: ask(f"{url}/v1/chat/completions", name, key) for pod, url in engines.items()}
         for name in ("writer", "coder", BASE_MODEL)
     }
     for name, answers in direct.items():

@@ -5,10 +5,16 @@ simulator knows which loopback engine stands in for each pod IP. This gateway re
 Service's EndpointSlices (only ready endpoints, exactly as kube-proxy does), picks one round-robin
 and forwards the request to that pod's engine, so tests and the demo prove that traffic reaches
 only pods that really hold the adapter. Used by the integration tier and `make demo`.
+
+It also plays the part docs/security.md gives a real cluster's gateway: only the inference paths
+are routed (anything else, vLLM's runtime load/unload API included, gets 404 here and never
+reaches an engine), the client's `Authorization` is dropped and the pool's engine key (the
+Secret `<pool>-engine-key`) is sent instead.
 """
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import socket
@@ -19,7 +25,7 @@ import httpx
 from aiohttp import web
 
 from lorapack import labels
-from lorapack.clients.kube import ENDPOINTSLICE, KubeClient
+from lorapack.clients.kube import ENDPOINTSLICE, SECRET, KubeClient
 
 __all__ = ["Gateway", "podnet_from_file"]
 
@@ -31,6 +37,11 @@ def _free_port() -> int:
 
 
 Resolver = Callable[[str], str | None]
+
+# What the gateway routes (method, path after the Service): the inference paths only.
+INFERENCE_ROUTES = frozenset(
+    {("POST", "v1/chat/completions"), ("POST", "v1/completions"), ("GET", "v1/models")}
+)
 
 
 def podnet_from_file(path: Path) -> Resolver:
@@ -61,36 +72,59 @@ class Gateway:
 
     async def endpoints(self, namespace: str, service: str) -> list[str]:
         """Ready endpoint addresses of the Service (all its slices)."""
+        return sorted(await self._routes(namespace, service))
+
+    async def _routes(self, namespace: str, service: str) -> dict[str, tuple[str, str]]:
+        """Ready endpoint address -> (pool namespace, pool name) of the slice listing it."""
         slices = await self._kube.list(
             ENDPOINTSLICE, namespace, label_selector=f"{labels.SERVICE_NAME_LABEL}={service}"
         )
-        out: list[str] = []
+        out: dict[str, tuple[str, str]] = {}
         for item in slices:
+            meta_labels = (item.get("metadata") or {}).get("labels") or {}
+            pool = (meta_labels.get(labels.POOL_NAMESPACE_LABEL, ""),
+                    meta_labels.get(labels.POOL_LABEL, ""))  # fmt: skip
             for endpoint in item.get("endpoints") or []:
                 if (endpoint.get("conditions") or {}).get("ready") is False:
                     continue
-                out.extend(endpoint.get("addresses") or [])
-        return sorted(out)
+                for address in endpoint.get("addresses") or []:
+                    out[address] = pool
+        return out
+
+    async def _engine_key(self, pool_namespace: str, pool: str) -> str | None:
+        """The pool's engine key, read from its Secret as a real gateway would."""
+        if not pool:
+            return None
+        secret = await self._kube.get(SECRET, pool_namespace, f"{pool}-engine-key")
+        value = ((secret or {}).get("data") or {}).get("api-key")
+        return base64.b64decode(value).decode() if value else None
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         namespace = request.match_info["namespace"]
         service = request.match_info["service"]
         rest = request.match_info["rest"]
-        addresses = await self.endpoints(namespace, service)
-        if not addresses:
+        if (request.method, rest.strip("/")) not in INFERENCE_ROUTES:
+            return web.json_response(
+                {"error": f"no route for {request.method} /{rest}: only inference paths"},
+                status=404,
+            )
+        routes = await self._routes(namespace, service)
+        if not routes:
             return web.json_response(
                 {"error": f"no ready endpoints for Service {namespace}/{service}"}, status=503
             )
+        addresses = sorted(routes)
         ip = addresses[next(self._counter) % len(addresses)]
         target = self._resolve(ip)
         if target is None:
             return web.json_response({"error": f"no pod process for {ip}"}, status=502)
         body = await request.read()
+        headers = {"Content-Type": request.headers.get("Content-Type", "application/json")}
+        key = await self._engine_key(*routes[ip])
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
         upstream = await self._client.request(
-            request.method,
-            f"{target}/{rest}",
-            content=body,
-            headers={"Content-Type": request.headers.get("Content-Type", "application/json")},
+            request.method, f"{target}/{rest}", content=body, headers=headers
         )
         return web.Response(
             status=upstream.status_code,

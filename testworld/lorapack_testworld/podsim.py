@@ -24,6 +24,7 @@ import os
 import shutil
 import socket
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,7 +89,7 @@ class PodRuntime:
         return self.folder / "cache"
 
 
-EngineStarter = Callable[["PodRuntime", Mapping[str, Any], str, list[str]], Any]
+EngineStarter = Callable[["PodRuntime", Mapping[str, Any], str, list[str], Mapping[str, str]], Any]
 
 
 class PodSimulator:
@@ -253,8 +254,12 @@ class PodSimulator:
     async def _start_engine(self, runtime: PodRuntime, pod: Mapping[str, Any]) -> Any:
         served, flags = _engine_flags(pod)
         pool = ((pod.get("metadata") or {}).get("labels") or {}).get(labels.POOL_LABEL)
+        # The engine key the vllm container reads (its other env names in-pod paths, which
+        # mean nothing on this host).
+        pod_env = await self._container_env(runtime, pod, "vllm")
+        engine_env = {k: v for k, v in pod_env.items() if k == "VLLM_API_KEY"}
         if self.real_engine is not None and pool in self.real_engine_pools:
-            return await self.real_engine(runtime, pod, served, flags)
+            return await self.real_engine(runtime, pod, served, flags, engine_env)
         log_path = runtime.folder / "engine.log"
         runtime.logs.append(log_path)
         argv = [
@@ -272,7 +277,7 @@ class PodSimulator:
             *flags,
             *self.double_flags,
         ]
-        env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "true"}
+        env = {**os.environ, **engine_env, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "true"}
         process = await asyncio.create_subprocess_exec(
             *argv, env=env, stdout=log_path.open("ab"), stderr=asyncio.subprocess.STDOUT
         )
@@ -308,16 +313,17 @@ class PodSimulator:
         path.chmod(0o600)
         return path
 
-    async def _container_env(self, runtime: PodRuntime, pod: Mapping[str, Any]) -> dict[str, str]:
-        """The agent container's env: literal values and secretKeyRefs resolved."""
+    async def _container_env(
+        self, runtime: PodRuntime, pod: Mapping[str, Any], container: str = "lorapack-agent"
+    ) -> dict[str, str]:
+        """A container's env: literal values and secretKeyRefs resolved. Like the kubelet, a
+        reference that is not optional waits for its Secret (bounded: 30 s, then it fails)."""
         assert self._kube is not None
         containers = (pod.get("spec") or {}).get("containers") or []
-        agent: Mapping[str, Any] = next(
-            (c for c in containers if c.get("name") == "lorapack-agent"), {}
-        )
+        spec: Mapping[str, Any] = next((c for c in containers if c.get("name") == container), {})
         env: dict[str, str] = {}
         secrets: dict[str, Mapping[str, str] | None] = {}
-        for item in agent.get("env") or []:
+        for item in spec.get("env") or []:
             name = item["name"]
             if "value" in item:
                 env[name] = str(item["value"])
@@ -325,12 +331,22 @@ class PodSimulator:
             ref = (item.get("valueFrom") or {}).get("secretKeyRef")
             if ref is None:
                 continue
-            if ref["name"] not in secrets:
-                secret = await self._kube.get(SECRET, runtime.namespace, ref["name"])
-                secrets[ref["name"]] = (secret or {}).get("data")
-            data = secrets[ref["name"]] or {}
+            deadline = time.monotonic() + 30.0
+            while True:
+                if ref["name"] not in secrets:
+                    secret = await self._kube.get(SECRET, runtime.namespace, ref["name"])
+                    secrets[ref["name"]] = (secret or {}).get("data")
+                data = secrets[ref["name"]] or {}
+                if ref["key"] in data or ref.get("optional") or time.monotonic() > deadline:
+                    break
+                secrets.pop(ref["name"])
+                await asyncio.sleep(0.5)
             if ref["key"] in data:
                 env[name] = base64.b64decode(data[ref["key"]]).decode()
+            elif not ref.get("optional"):
+                raise LookupError(
+                    f"{container}: Secret {runtime.namespace}/{ref['name']} has no key {ref['key']}"
+                )
         return env
 
     async def _start_agent(

@@ -22,7 +22,7 @@ from typing import Any
 
 from lorapack_testworld.artifacts import ArtifactIndex, load_index
 from lorapack_testworld.basemodels import stage_base_models
-from lorapack_testworld.devcluster import DEFAULT_CRDS_DIR, DevCluster
+from lorapack_testworld.devcluster import DEFAULT_CRDS_DIR, SERVICE_CIDR, DevCluster
 from lorapack_testworld.paths import REPO_ROOT
 from lorapack_testworld.s3server import S3Server, start_s3_server
 
@@ -84,13 +84,17 @@ class Stack:
         operator_env: Mapping[str, str] | None = None,
         real_engine_pools: tuple[str, ...] = (),
         log: Any = None,
+        service_cidr: str = SERVICE_CIDR,
     ) -> Stack:
         """Start everything; `log(text)` reports progress."""
         say = log or (lambda _text: None)
         workdir.mkdir(parents=True, exist_ok=True)
         say("starting the local Kubernetes control plane with simulated GPU nodes")
         cluster = DevCluster.start(
-            workdir=workdir / "cluster", crds_dir=DEFAULT_CRDS_DIR, detach=detach
+            workdir=workdir / "cluster",
+            crds_dir=DEFAULT_CRDS_DIR,
+            detach=detach,
+            service_cidr=service_cidr,
         )
         stack = cls(workdir, cluster, None, "", ("", ""), {}, load_index())
         try:

@@ -17,7 +17,14 @@ before the current process has finished its bootstrapping phase".
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import sys
+
+# Run by path, Python puts this file's folder first on sys.path: the test world's own modules
+# would then shadow vLLM's dependencies (lorapack_testworld/safetensors.py hid the safetensors
+# package, and vLLM died importing safetensors.torch). Keep only what the venv provides.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 
 def _patch_vllm_version() -> None:

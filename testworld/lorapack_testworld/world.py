@@ -41,7 +41,11 @@ def _real_engine_starter(model_dir: Path) -> Any:
     from lorapack_testworld import realvllm
 
     async def start(
-        runtime: PodRuntime, pod: Mapping[str, Any], served: str, flags: list[str]
+        runtime: PodRuntime,
+        pod: Mapping[str, Any],
+        served: str,
+        flags: list[str],
+        env: Mapping[str, str],
     ) -> Any:
         values = dict(zip(flags[1::2], flags[2::2], strict=False))  # after "--enable-lora"
         server = realvllm.RealVllm(
@@ -53,6 +57,7 @@ def _real_engine_starter(model_dir: Path) -> Any:
                 max_cpu_loras=int(values["--max-cpu-loras"])
                 if "--max-cpu-loras" in values
                 else None,
+                extra_env=dict(env),
             ),
             port=runtime.engine_port,
             log_path=runtime.folder / "vllm.log",

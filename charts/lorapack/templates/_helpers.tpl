@@ -127,3 +127,12 @@ Cross-field checks the JSON schema cannot express; each message names the values
 {{- fail (printf "metrics.port and probes.port are both %d: give the metrics server and the liveness endpoint different ports" (int .Values.probes.port)) -}}
 {{- end -}}
 {{- end -}}
+
+{{/* A label map as key=value pairs separated by commas, sorted by key (LORAPACK_GATEWAY_NAMESPACES). */}}
+{{- define "lorapack.labelList" -}}
+{{- $pairs := list -}}
+{{- range $key, $value := . -}}
+{{- $pairs = append $pairs (printf "%s=%s" $key $value) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end -}}

@@ -22,7 +22,7 @@ export CGO_ENABLED=0
 sum=$(sha256sum "$HERE/go.sum" | cut -c1-12)
 dir="$CACHE/bin/actionlint-$VERSION-$sum"
 if [[ ! -f "$dir/.complete" ]]; then
-    command -v go >/dev/null || { echo "error: Go >= 1.26 is required (https://go.dev/doc/install)" >&2; exit 1; }
+    command -v go >/dev/null || { echo "error: Go >= 1.26.6 is required (https://go.dev/doc/install)" >&2; exit 1; }
     echo "[actionlint] building $VERSION into $dir" >&2
     tmp="$dir.tmp.$$"
     rm -rf "$tmp" && mkdir -p "$tmp"

@@ -13,7 +13,6 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from lorapack.api.meta import (
-    S3_URI_PATTERN,
     ApiModel,
     Condition,
     CrdInfo,
@@ -21,6 +20,7 @@ from lorapack.api.meta import (
     ObjectMeta,
     PrinterColumn,
     Quantity,
+    S3Uri,
     Toleration,
     name_rule,
     wire_default,
@@ -82,7 +82,7 @@ def _check_resource_names(where: str, values: dict[str, str]) -> None:
 class S3ModelSource(ApiModel):
     """Base-model weights in S3, downloaded by the pod before vLLM starts."""
 
-    uri: Annotated[str, Field(pattern=S3_URI_PATTERN, max_length=1024)]
+    uri: S3Uri
     """s3://bucket/prefix/ holding config.json, tokenizer and safetensors weights."""
     endpoint: Annotated[str, Field(pattern=r"^https?://", max_length=512)] | None = None
     """S3 endpoint URL for S3-compatible stores (Ceph, SeaweedFS...); unset means AWS."""

@@ -11,13 +11,13 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from lorapack.api.meta import (
-    S3_URI_PATTERN,
     ApiModel,
     Condition,
     CrdInfo,
     LocalObjectReference,
     ObjectMeta,
     PrinterColumn,
+    S3Uri,
     name_rule,
     wire_default,
 )
@@ -73,7 +73,7 @@ class S3AdapterSource(ApiModel):
         }
     }
 
-    uri: Annotated[str, Field(pattern=S3_URI_PATTERN, max_length=1024)]
+    uri: S3Uri
     """s3://bucket/prefix/ holding adapter_config.json and adapter_model.safetensors."""
     endpoint: Annotated[str, Field(pattern=r"^https?://", max_length=512)] | None = None
     """S3 endpoint URL for S3-compatible stores; unset uses the pool's s3.endpoint (or AWS)."""

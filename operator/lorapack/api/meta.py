@@ -8,7 +8,7 @@ that the API server would silently prune.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
@@ -16,6 +16,7 @@ from pydantic.alias_generators import to_camel
 __all__ = [
     "QUANTITY_PATTERN",
     "S3_URI_PATTERN",
+    "S3_URI_RULES",
     "ApiModel",
     "Condition",
     "ConditionStatus",
@@ -24,6 +25,7 @@ __all__ = [
     "ObjectMeta",
     "PrinterColumn",
     "Quantity",
+    "S3Uri",
     "Toleration",
     "format_validation_error",
     "name_rule",
@@ -35,7 +37,31 @@ __all__ = [
 # Kubernetes resource.Quantity, the subset people write: 20Gi, 500M, 1.5Gi, 1024.
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
 # s3://bucket[/prefix]: bucket names per the S3 naming rules (3-63 lowercase, digits, dots, dashes).
-S3_URI_PATTERN = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
+# One path segment: not empty, not "." or ".." (S3 keeps them literally, but tools that map keys to
+# files resolve them, so `s3://bucket/../other-team/` could name another prefix), no control
+# characters. Written without look-ahead: the API server checks CRD patterns with RE2.
+_SEGMENT = r"(?:[^/.\x00-\x1f][^/\x00-\x1f]*|\.[^/.\x00-\x1f][^/\x00-\x1f]*|\.\.[^/\x00-\x1f]+)"
+S3_URI_PATTERN = rf"^s3://[a-z0-9][a-z0-9.-]{{1,61}}[a-z0-9](?:/(?:{_SEGMENT}/)*(?:{_SEGMENT})?)?$"
+# The same rule as a CEL message, so `kubectl apply` says what to change rather than print
+# the pattern.
+S3_URI_RULES: Final = [
+    {
+        "rule": "!self.matches('/[.][.]?(/|$)') && !self.matches('^s3://[^/]+/(.*/)?/')",
+        "message": "path segments must not be empty, '.' or '..': name the folder itself, "
+        "like s3://bucket/team/adapter/",
+    }
+]
+# An S3 folder URI field, as every spec names one.
+S3Uri = Annotated[
+    str,
+    Field(
+        pattern=S3_URI_PATTERN,
+        max_length=1024,
+        json_schema_extra={"x-kubernetes-validations": S3_URI_RULES},
+    ),
+]
+# A Secret (or other object) name: a DNS-1123 subdomain, as the API server requires of names.
+DNS1123_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 _QUANTITY_RE = re.compile(QUANTITY_PATTERN)
 _SUFFIX = {
@@ -82,7 +108,10 @@ def format_validation_error(error: ValidationError, prefix: str = "") -> str:
 def parse_s3_uri(uri: str) -> tuple[str, str]:
     """(bucket, prefix) of "s3://bucket/prefix/"; the prefix ends with "/" unless empty."""
     if not re.match(S3_URI_PATTERN, uri):
-        raise ValueError(f"{uri!r} is not an S3 URI like s3://bucket/path/to/adapter/")
+        raise ValueError(
+            f"{uri!r} is not an S3 URI like s3://bucket/path/to/adapter/ (a lowercase bucket; path "
+            "segments neither empty nor '.' or '..')"
+        )
     rest = uri[len("s3://") :]
     bucket, _, prefix = rest.partition("/")
     prefix = prefix.strip("/")
@@ -139,8 +168,8 @@ class Condition(ApiModel):
 class LocalObjectReference(ApiModel):
     """A reference to an object in the same namespace."""
 
-    name: Annotated[str, Field(min_length=1, max_length=253)]
-    """Name of the referenced object."""
+    name: Annotated[str, Field(min_length=1, max_length=253, pattern=DNS1123_SUBDOMAIN_PATTERN)]
+    """Name of the referenced object (lowercase letters, digits, '-' and '.', as object names)."""
 
 
 class Toleration(ApiModel):

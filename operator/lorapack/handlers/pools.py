@@ -10,6 +10,7 @@ queues those adapters' passes), the desired states it wrote, and metrics.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +31,7 @@ from lorapack.handlers.adapters_io import KubeWriter
 from lorapack.handlers.runtime import Runtime
 from lorapack.issues import Issue
 from lorapack.keys import key_of, object_key
+from lorapack.manifests.network import API_KEY_BYTES, parse_namespace_selector
 from lorapack.planning.basemodel import check_base_model_files
 from lorapack.planning.pods import PodObservation
 from lorapack.reconcilers.pool import PoolOutcome, reconcile_pool
@@ -160,6 +162,7 @@ async def gather_world(pool: BaseModelPool, rt: Runtime) -> PoolWorld:
         now=datetime.now(UTC),
         services=services,
         pool_issues=await pool_checks(rt, pool),
+        new_engine_key=secrets.token_urlsafe(API_KEY_BYTES),
     )
 
 
@@ -207,6 +210,11 @@ def settings_of(rt: Runtime) -> PoolSettings:
         service_type=config.adapter_service_type,
         service_port=config.service_port,
         drain_timeout_seconds=config.drain_timeout_seconds,
+        network_policy=config.engine_network_policy,
+        gateway_namespaces=parse_namespace_selector(
+            config.gateway_namespaces, what="LORAPACK_GATEWAY_NAMESPACES"
+        ),
+        allow_team_namespaces=config.engine_allow_team_namespaces,
     )
 
 

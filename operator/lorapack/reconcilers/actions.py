@@ -44,12 +44,15 @@ class Phase(IntEnum):
 class Ensure:
     """Make `obj` exist as given. An object this process has not yet seen to be ours is
     created, never applied over: if a same-named object exists, it is taken only when
-    `owner_uid` owns it (else the subject gets OwnedObjectConflict). Ours: server-side apply."""
+    `owner_uid` owns it (else the subject gets OwnedObjectConflict). Ours: server-side apply,
+    unless `create_only`: then an existing object of ours is left exactly as it is (the pool's
+    engine key: a random value written once, never replaced by another random value)."""
 
     phase: Phase
     subject: str
     obj: Mapping[str, Any]
     owner_uid: str
+    create_only: bool = False
 
     @property
     def ref(self) -> str:

@@ -114,7 +114,7 @@ class Executor:
 
     async def _perform(self, action: Action, report: Report) -> None:
         if isinstance(action, Ensure):
-            await self._ensure(action.obj, action.owner_uid, action.ref)
+            await self._ensure(action.obj, action.owner_uid, action.ref, action.create_only)
         elif isinstance(action, Remove):
             await self._writer.delete(
                 action.api_version, action.kind, action.namespace, action.name
@@ -125,8 +125,10 @@ class Executor:
         else:
             await self._publish(action, report)
 
-    async def _ensure(self, obj: Mapping[str, Any], owner_uid: str, ref: str) -> None:
-        if ref in self._claims:
+    async def _ensure(
+        self, obj: Mapping[str, Any], owner_uid: str, ref: str, create_only: bool = False
+    ) -> None:
+        if ref in self._claims and not create_only:
             await self._writer.apply(obj)
             return
         try:
@@ -141,7 +143,8 @@ class Executor:
                 raise  # deleted meanwhile: the next pass creates it
             if owner_uid not in _owner_uids(existing):
                 raise OwnedObjectConflict(ref) from None
-            await self._writer.apply(obj)
+            if not create_only:
+                await self._writer.apply(obj)
         self._claims.add(ref)
 
     async def _sign(self, need: NeedsUrls, report: Report) -> DesiredAdapter | None:

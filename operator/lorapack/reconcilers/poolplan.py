@@ -23,6 +23,7 @@ from lorapack.api.meta import parse_quantity, parse_s3_uri
 from lorapack.api.podstate import DesiredAdapter, DesiredState, FileSpec, S3Location
 from lorapack.issues import Issue
 from lorapack.keys import key_of, split_key
+from lorapack.manifests import network
 from lorapack.manifests import pool as pool_manifests
 from lorapack.manifests.routing import adapter_service, endpoint_slice, slice_name
 from lorapack.planning.admission import pool_key
@@ -104,6 +105,10 @@ def owned_actions(world: PoolWorld, decision: Decision, settings: PoolSettings) 
     out: list[Action] = []
     spec_changed = world.owned_applied_generation != pool.metadata.generation
     if spec_changed:
+        # The engine key first, created once: the pods' containers need it to start.
+        if world.new_engine_key:
+            key = network.api_key_secret(pool, world.new_engine_key)
+            out.append(Ensure(Phase.OWNED, "", key, uid, create_only=True))
         for obj in (
             *pool_manifests.agent_rbac(pool),
             pool_manifests.headless_service(pool),
@@ -111,6 +116,13 @@ def owned_actions(world: PoolWorld, decision: Decision, settings: PoolSettings) 
             pool_manifests.pod_disruption_budget(pool),
         ):
             out.append(Ensure(Phase.OWNED, "", obj, uid))
+        if settings.network_policy:
+            policy = network.engine_network_policy(
+                pool,
+                gateway_namespaces=settings.gateway_namespaces,
+                allow_team_namespaces=settings.allow_team_namespaces,
+            )
+            out.append(Ensure(Phase.OWNED, "", policy, uid))
     if spec_changed or world.statefulset_replicas != decision.desired_replicas:
         sts = pool_manifests.statefulset(
             pool, replicas=decision.desired_replicas, agent_image=settings.agent_image

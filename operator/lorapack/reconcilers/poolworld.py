@@ -50,6 +50,13 @@ class PoolSettings:
     Service range)."""
     service_port: int = 8000
     drain_timeout_seconds: float = 30.0
+    network_policy: bool = True
+    """Whether each pool gets its engine NetworkPolicy (`<pool>-engine`)."""
+    gateway_namespaces: Mapping[str, str] | None = None
+    """Labels of the namespaces the routing layer runs in, admitted to the engine port
+    (None: no gateway admitted)."""
+    allow_team_namespaces: bool = False
+    """Admit the pool's allowed team namespaces to the engine port too (teams holding the key)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +94,9 @@ class PoolWorld:
     """adapter key -> its Service, for the adapters lorapack made Services for."""
     pool_issues: tuple[Issue, ...] = ()
     """Why the pool cannot start pods (its base-model folder, its GPUs): nothing is written."""
+    new_engine_key: str = ""
+    """A fresh random key, written only if the pool's engine key Secret does not exist yet
+    (randomness stays with the caller; the plan is a function of this world)."""
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,10 @@ DEFAULT_CRDS_DIR: Final = REPO_ROOT / "crds"
 # Documentation ranges (RFC 5737) that are neither loopback (EndpointSlices reject 127/8) nor
 # 192.0.2.0/24 (the CI hosts' real subnet). Nothing ever dials them: there is no data plane.
 POD_CIDR: Final = "198.51.100.0/24"
-SERVICE_CIDR: Final = "203.0.113.0/24"
+# Services: a /16 (65,534 cluster IPs) from 198.18.0.0/15, the range RFC 2544 sets aside for
+# benchmarks, so the scale bench's thousands of adapters (ClusterIP opt-in) never fill it; a test
+# that wants a full range passes `service_cidr` (tests/integration/test_service_range.py).
+SERVICE_CIDR: Final = "198.18.0.0/16"
 STAGES_DIR: Final = Path(__file__).resolve().parent
 STATE_FILE: Final = "cluster.json"
 _START_TIMEOUT: Final = 120.0
@@ -104,13 +107,15 @@ class DevCluster:
         *,
         detach: bool = False,
         tools: Tools | None = None,
+        service_cidr: str = SERVICE_CIDR,
     ) -> DevCluster:
         """Start etcd, the API server, controller-manager, scheduler and kwok; install the CRDs
         from `crds_dir` (None: none) and create `nodes`. Returns once nodes are Ready.
 
         `workdir` None makes a temporary folder that `stop()` deletes; a given folder is kept
         (logs stay for debugging) except etcd's data. `detach=True` lets the processes outlive
-        this Python process (the `up` command); otherwise they die with it.
+        this Python process (the `up` command); otherwise they die with it. `service_cidr` is
+        the Service cluster IP range.
         Raises ToolsMissing if the binaries are not built, ClusterError if a component fails.
         """
         tools = tools or Tools.locate()
@@ -122,7 +127,7 @@ class DevCluster:
         began = time.monotonic()
         cluster = cls(workdir, tools, "", [], owns_workdir=owns_workdir)
         try:
-            cluster._boot(nodes, crds_dir, detach=detach)
+            cluster._boot(nodes, crds_dir, detach=detach, service_cidr=service_cidr)
         except BaseException:
             # Never leave half a cluster behind (including on Ctrl-C), but keep the work
             # folder: the error names a log file in it.
@@ -134,7 +139,14 @@ class DevCluster:
         log.info("devcluster ready in %.1f s: %s", time.monotonic() - began, cluster.server)
         return cluster
 
-    def _boot(self, nodes: Sequence[NodeShape], crds_dir: Path | None, *, detach: bool) -> None:
+    def _boot(
+        self,
+        nodes: Sequence[NodeShape],
+        crds_dir: Path | None,
+        *,
+        detach: bool,
+        service_cidr: str = SERVICE_CIDR,
+    ) -> None:
         tools, work = self.tools, self.workdir
         logs = work / "logs"
         pki = Pki.create(work / "pki")
@@ -193,7 +205,7 @@ class DevCluster:
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={pki.sa_public}",
                 f"--service-account-signing-key-file={pki.sa_private}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                f"--service-cluster-ip-range={service_cidr}",
                 "--authorization-mode=Node,RBAC",
                 # The aggregation layer's request-header authentication, as kubeadm configures
                 # it; without it every component that delegates authentication logs errors.
