@@ -5,6 +5,8 @@ wider model under the pool's model name, a target module the architecture lacks,
 that disagrees with the shapes (vLLM would serve that one, scaled wrongly), and inputs that
 used to crash the adapter pass (a deep config, target_modules 5, a folder of 300 objects). Each
 is Stalled with its reason before any pod hears of it; the healthy ones become Ready and answer.
+The hostile-input corpus's sample for the real operator (preflight cases marked `e2e: true`) is
+applied on the same pool.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pytest
 
 from lorapack_testworld.artifacts import ArtifactIndex
 from lorapack_testworld.safetensors import raw_safetensors
+from tests.hostile import adapter_files, adapter_spec, load_cases
 from tests.integration.conftest import BASE_MODEL, E2E
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
@@ -114,12 +117,22 @@ def test_broken_weights_are_refused_before_any_pod_and_healthy_adapters_serve(
         prefix = f"{e.namespace}/{folder}/"
         for name, data in files.items():
             e.s3.put_bytes(e.bucket, prefix + name, data)
+    corpus = [c for c in load_cases("preflight") if c.raw.get("e2e")]
+    sample: dict[str, tuple[dict[str, bytes], str, str]] = {}
+    for case in corpus:
+        files, _ = adapter_files(case)
+        for name, data in files.items():
+            e.s3.put_bytes(e.bucket, f"{e.namespace}/h-{case.id}/{name}", data)
+        sample[f"h-{case.id}"] = (files, str(case.reason), case.words[-1])
     e.apply(e.pool("preflight", adapters={"maxPerReplica": 8, "allowedNamespaces": [e.namespace]}))
     healthy = {"good-a": "r8", "good-b": "r16"}
     for name, artifact in healthy.items():
         e.apply(e.adapter(name, artifact))
     for folder in broken:
         e.apply(e.adapter(folder, f"{e.namespace}/{folder}"))
+    for case in corpus:
+        e.apply(e.adapter(f"h-{case.id}", f"{e.namespace}/h-{case.id}", **adapter_spec(case)))
+    broken |= sample
 
     for folder, (_, reason, words) in broken.items():
         obj = stalled(e, folder, reason)
