@@ -237,3 +237,31 @@ async def test_storage_refusals_on_the_header_read_are_refusals() -> None:
     store = DeniedRange()
     store.put(URI, files())
     refused(await check(store), c.ACCESS_DENIED, "S3 refused access")
+
+
+async def test_identical_files_of_two_tenants_get_different_digests() -> None:
+    store = MemoryStore()
+    store.put(URI, files())
+    store.put("s3://adapters/team-b/bot/", files())
+    mine = await check(store)
+    theirs = await validate_adapter(
+        adapter(source={"s3": {"uri": "s3://adapters/team-b/bot/"}}), [pool()], [], store
+    )
+    elsewhere = await validate_adapter(
+        adapter(
+            source={
+                "s3": {
+                    "endpoint": "https://s3.evil.example",
+                    "credentialsSecretRef": {"name": "own-keys"},
+                }
+            }
+        ),
+        [pool()],
+        [],
+        store,
+    )
+    pinned = await check(store, digests={"adapter_model.safetensors": "sha256:" + "a" * 64})
+    results = (mine, theirs, elsewhere, pinned)
+    digests = [r.artifact.digest for r in results if r.artifact]
+    assert len(digests) == 4, [r.problems for r in results]
+    assert len(digests) == 4 and len(set(digests)) == 4

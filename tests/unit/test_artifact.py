@@ -405,3 +405,20 @@ def test_check_for_pool(
 )
 def test_hub_ids(value: str, want: bool) -> None:
     assert is_hub_id(value) is want
+
+
+def test_lookalike_listings_of_two_tenants_never_share_a_cache_key() -> None:
+    # The digest is the pods' cache folder: an endpoint a team controls can list any ETag, and
+    # a multipart ETag is checked by size only, so where the files are and the sha256 pins
+    # must be part of it (issue 11).
+    a = manifest_digest(FILES, location="http://s3.storage:9000 us-east-1 s3://team-a/bot/")
+    b = manifest_digest(FILES, location="https://evil.example:443 us-east-1 s3://team-a/bot/")
+    c = manifest_digest(FILES, location="http://s3.storage:9000 us-east-1 s3://team-b/bot/")
+    pinned = manifest_digest(
+        FILES,
+        location="http://s3.storage:9000 us-east-1 s3://team-a/bot/",
+        pins={"adapter_model.safetensors": "sha256:" + "0" * 64},
+    )
+    assert len({a, b, c, pinned, manifest_digest(FILES)}) == 5
+    facts, _ = inspect_artifact(PEFT_CONFIG, FILES, location="x s3://a/b/")
+    assert facts is not None and facts.digest == manifest_digest(FILES, location="x s3://a/b/")

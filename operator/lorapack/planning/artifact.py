@@ -87,10 +87,20 @@ class ArtifactFacts:
     """Every file name, sorted (spec.digests keys must be among them)."""
 
 
-def manifest_digest(files: Iterable[ArtifactFile]) -> str:
-    """ "sha256:<hex>" over the sorted (path, size, etag, versionId) of the files: names the
-    version pods hold without reading the content."""
-    rows = sorted((f.path, f.size, f.etag, f.version_id or "") for f in files)
+def manifest_digest(
+    files: Iterable[ArtifactFile], *, location: str = "", pins: Mapping[str, str] | None = None
+) -> str:
+    """ "sha256:<hex>" over the sorted (path, size, etag, versionId) of the files, where they
+    are (`location`: the effective endpoint and s3://bucket/prefix/) and the sha256 pins of
+    spec.digests: names the version pods hold without reading the content.
+
+    The digest is the pods' cache key, so everything that decides what a folder must hold is
+    in it: two tenants whose listings look alike (an endpoint can list any ETag it likes, and
+    a multipart ETag is checked by size only) never share a verified folder, and a folder
+    verified without sha256 pins is never reused for an adapter that pins them."""
+    rows: list[Any] = sorted((f.path, f.size, f.etag, f.version_id or "") for f in files)
+    if location or pins:
+        rows = [location, sorted((pins or {}).items()), rows]
     text = json.dumps(rows, separators=(",", ":"), ensure_ascii=True)
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
@@ -285,11 +295,16 @@ def _weights(files: Sequence[ArtifactFile]) -> Literal["safetensors", "pickle", 
 
 
 def inspect_artifact(
-    config: Mapping[str, Any] | None, files: Sequence[ArtifactFile]
+    config: Mapping[str, Any] | None,
+    files: Sequence[ArtifactFile],
+    *,
+    location: str = "",
+    pins: Mapping[str, str] | None = None,
 ) -> tuple[ArtifactFacts | None, list[Issue]]:
     """The facts of an adapter from its adapter_config.json (None: there is none) and file
     listing, and every problem vLLM would refuse it for, whatever the pool. Facts are None
-    when the config does not even say the rank."""
+    when the config does not even say the rank. `location` and `pins` go into the digest
+    (manifest_digest)."""
     if config is None:
         return None, [
             Issue(
@@ -334,7 +349,7 @@ def inspect_artifact(
         size_bytes=sum(f.size for f in files),
         files=len(files),
         base_model_name_or_path=name_or_path if isinstance(name_or_path, str) else None,
-        digest=manifest_digest(files),
+        digest=manifest_digest(files, location=location, pins=pins),
         paths=tuple(sorted(f.path for f in files)),
     )
     return facts, problems

@@ -32,6 +32,7 @@ from lorapack.planning.artifact import (
     inspect_artifact,
 )
 from lorapack.planning.baseconfig import BaseConfig
+from lorapack.planning.s3access import effective_target
 from lorapack.planning.tensors import (
     FIRST_READ_BYTES,
     SafetensorsHeader,
@@ -98,7 +99,12 @@ async def validate_adapter(
     read = await _read(adapter, candidates[0], store)
     if isinstance(read, Issue):
         return _refused(adapter, read)
-    facts, problems = inspect_artifact(read.config, read.files)
+    facts, problems = inspect_artifact(
+        read.config,
+        read.files,
+        location=_location(adapter, candidates[0]),
+        pins=adapter.spec.digests,
+    )
     if not problems and facts is not None and read.config is not None:
         problems = await _header_problems(adapter, candidates[0], store, read, facts)
     if problems or facts is None:
@@ -127,6 +133,16 @@ async def validate_adapter(
         tuple(pool_key(p) for p in accepted),
         checked if read.header is not None else (),
     )
+
+
+def _location(adapter: LoraAdapter, pool: BaseModelPool) -> str:
+    """Where the files are read from: the effective endpoint (None: AWS) and the URI."""
+    source = adapter.spec.source.s3
+    target = effective_target(
+        source.endpoint, source.region, source.addressing_style,
+        pool.spec.s3.endpoint, pool.spec.s3.region, pool.spec.s3.addressing_style,
+    )  # fmt: skip
+    return f"{target.endpoint or 'aws'} {target.region or ''} {source.uri}"
 
 
 def _artifact(
