@@ -560,3 +560,19 @@ async def test_md5_mismatch_is_excused_only_for_kms_and_sse_c(
     else:
         with pytest.raises(ArtifactRejected, match="differs from its ETag"):
             await cache.ensure(adapter, s3=s3, allow_pickle=False)  # type: ignore[arg-type]
+
+
+async def test_the_quota_keeps_headroom_below_the_volume_limit(
+    tmp_path: Path, store: FakeStore
+) -> None:
+    # The quota is the emptyDir's sizeLimit: filling it exactly (files take whole disk blocks)
+    # gets the GPU pod evicted, so an adapter as large as the quota is refused.
+    adapter = make_adapter(store, adapter_files(b"a" * 1000), name="team-a/exact")
+    need = 1000 + len(CONFIG)
+    cache = AdapterCache(tmp_path / "c", quota_bytes=need, fetch_presigned=store.fetch)
+    with pytest.raises(CapacityExceeded, match="kept free"):
+        await cache.ensure(adapter, s3=None, allow_pickle=False)
+    roomy = AdapterCache(
+        tmp_path / "d", quota_bytes=need * 17 // 16 + 16, fetch_presigned=store.fetch
+    )
+    assert (await roomy.ensure(adapter, s3=None, allow_pickle=False)).is_dir()

@@ -56,7 +56,7 @@ from lorapack.errors import (
 )
 from lorapack.planning.artifact import file_path_problem
 
-__all__ = ["MANIFEST_NAME", "AdapterCache", "validate_file_path"]
+__all__ = ["MANIFEST_NAME", "AdapterCache", "quota_headroom", "validate_file_path"]
 
 MANIFEST_NAME: Final = ".lorapack-verified.json"
 UNSAFE_PATH: Final = conditions.UNSAFE_PATH
@@ -78,6 +78,13 @@ _RO_DIR: Final = 0o555
 PresignedFetcher = Callable[[Sequence[PresignedItem]], Awaitable[None]]
 """Downloads presigned URLs to their destinations (clients.s3.download_presigned; tests
 inject fakes)."""
+
+
+def quota_headroom(quota_bytes: int) -> int:
+    """Bytes of the quota never promised to adapters: the quota is the emptyDir's sizeLimit,
+    which the kubelet measures in disk blocks (a 1-byte file takes 4 KiB, folders and the
+    manifests take more), and reaching it evicts the GPU pod. 1/16 of it, at most 1 GiB."""
+    return min(quota_bytes // 16, 1 << 30)
 
 
 def validate_file_path(path: str, *, adapter: str = "") -> PurePosixPath:
@@ -301,14 +308,16 @@ class AdapterCache:
         # downloads in flight count with the full size they promised.
         used = self._disk_bytes
         in_flight = sum(self._reserved.values())
-        free = self.quota_bytes - used - in_flight
+        headroom = quota_headroom(self.quota_bytes)
+        free = self.quota_bytes - headroom - used - in_flight
         if need > free:
             raise CapacityExceeded(
                 f"adapter {adapter.adapter} needs {_human(need)} ({need} bytes) but the "
                 f"adapter cache has {_human(max(free, 0))} free of its "
                 f"{_human(self.quota_bytes)} quota ({_human(used)} on disk, {_human(in_flight)} "
-                "promised to downloads in flight); raise spec.adapters.cacheSize on the pool, "
-                "or lower spec.adapters.maxPerReplica so fewer adapters share a pod",
+                f"promised to downloads in flight, {_human(headroom)} kept free); raise "
+                "spec.adapters.cacheSize on the pool, or lower spec.adapters.maxPerReplica so "
+                "fewer adapters share a pod",
             )
 
     def _entries(self) -> list[Path]:
