@@ -83,12 +83,8 @@ def adapter_bucket(s3_server: S3Server, artifacts: ArtifactIndex) -> str:
     return bucket
 
 
-@pytest.fixture(scope="session")
-def world(
-    kubeconfig: Path, artifacts: ArtifactIndex, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, Any]]:
-    """The pod simulator and the gateway; yields world.json plus the process."""
-    workdir = tmp_path_factory.mktemp("world")
+def start_world(kubeconfig: Path, artifacts: ArtifactIndex, workdir: Path) -> dict[str, Any]:
+    """Start the pod simulator and the gateway for a cluster; world.json plus the process."""
     proc = Proc(
         [
             sys.executable,
@@ -113,19 +109,15 @@ def world(
     while not info_file.exists():
         assert proc.process is not None
         if proc.process.poll() is not None or time.monotonic() > deadline:
+            proc.stop()
             pytest.fail(f"the pod simulator did not start:\n{proc.tail()}")
         time.sleep(0.2)
     info = json.loads(info_file.read_text())
-    yield {**info, "proc": proc, "workdir": workdir}
-    proc.stop()
+    return {**info, "proc": proc, "workdir": workdir}
 
 
-@pytest.fixture(scope="session")
-def operator(
-    kubeconfig: Path, world: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Proc]:
-    """`lorapack run --standalone` with short periods for tests."""
-    workdir = tmp_path_factory.mktemp("operator")
+def start_operator(kubeconfig: Path, workdir: Path, env: dict[str, str] | None = None) -> Proc:
+    """`lorapack run --standalone` against a cluster, with short periods for tests."""
     proc = Proc(
         [sys.executable, "-m", "lorapack.cli", "run", "--standalone"],
         _python_env(
@@ -136,6 +128,7 @@ def operator(
                 "LORAPACK_POD_LOST_SECONDS": "30",
                 "LORAPACK_DELETE_TIMEOUT_SECONDS": "30",
                 "LORAPACK_AGENT_IMAGE": "lorapack:dev",
+                **(env or {}),
             }
         ),
         workdir / "operator.log",
@@ -143,6 +136,25 @@ def operator(
     proc.start()
     time.sleep(1.0)
     assert proc.process is not None and proc.process.poll() is None, proc.tail()
+    return proc
+
+
+@pytest.fixture(scope="session")
+def world(
+    kubeconfig: Path, artifacts: ArtifactIndex, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    """The pod simulator and the gateway; yields world.json plus the process."""
+    info = start_world(kubeconfig, artifacts, tmp_path_factory.mktemp("world"))
+    yield info
+    info["proc"].stop()
+
+
+@pytest.fixture(scope="session")
+def operator(
+    kubeconfig: Path, world: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Proc]:
+    """`lorapack run --standalone` with short periods for tests."""
+    proc = start_operator(kubeconfig, tmp_path_factory.mktemp("operator"))
     yield proc
     proc.stop()
 

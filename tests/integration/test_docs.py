@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 import yaml
 
@@ -436,15 +437,20 @@ def _settled(e: E2E, name: str, namespace: str, kind: str = "lora") -> dict[str,
 
 
 def _reason(e: E2E, name: str, namespace: str, reason: str, kind: str = "lora") -> Any:
-    return e.wait(
-        f"{kind} {namespace}/{name} with reason {reason}",
-        lambda: (
-            (o := _settled(e, name, namespace, kind))
-            and e.condition(o, "Ready").get("reason") == reason
-            and o
-        ),
-        timeout=120,
-    )
+    try:
+        return e.wait(
+            f"{kind} {namespace}/{name} with reason {reason}",
+            lambda: (
+                (o := _settled(e, name, namespace, kind))
+                and e.condition(o, "Ready").get("reason") == reason
+                and o
+            ),
+            timeout=120,
+        )
+    except BaseException:
+        obj = e.try_get(kind, name, namespace) or {}
+        print(f"{kind} {namespace}/{name} status instead:", json.dumps(obj.get("status"))[:3000])
+        raise
 
 
 def _delete_namespaces(e: E2E, namespaces: list[str]) -> None:
@@ -589,6 +595,7 @@ def test_troubleshooting(e2e: E2E, lorapack_bin: Path) -> None:
         "secret-bot",
         "denied-bot",
         "broken-bot",
+        "fancy-bot",
         "offline-bot",
     }
     _served_names_free(e, names)
@@ -615,8 +622,19 @@ def test_troubleshooting(e2e: E2E, lorapack_bin: Path) -> None:
         e.adapter("typo-bot", "typo", namespace=team),
         own_secret(e.adapter("secret-bot", "r8", namespace=team), "missing-secret"),
         own_secret(e.adapter("denied-bot", "r8", namespace=team), "wrong-keys"),
-        e.adapter("broken-bot", "unexpected-module", namespace=team),
+        # Weights for a module its own config does not list: refused by pre-flight, no pod.
+        e.adapter("fancy-bot", "unexpected-module", namespace=team),
     )
+    # Files lorapack accepts but the engine refuses (on a GPU: vLLM out of memory, an
+    # unsupported kernel): the test world's engines are told to refuse broken-bot.
+    for key in httpx.get(f"{e.world['admin']}/pods", timeout=10).json():
+        if key.split("/", 1)[0] == e.namespace:
+            httpx.post(
+                f"{e.world['admin']}/pods/{key}/engine-faults",
+                json={"refuse_names": ["broken-bot"]},
+                timeout=30,
+            ).raise_for_status()
+    e.apply(e.adapter("broken-bot", "r8", namespace=team))
     # An S3 endpoint where nothing listens: retried without a status (no condition to wait for).
     # It names the team's own keys: the pool's are used only at the pool's endpoint.
     e.apply(e.s3_secret("team-keys", namespace=team))
@@ -631,6 +649,7 @@ def test_troubleshooting(e2e: E2E, lorapack_bin: Path) -> None:
         ("secret-bot", "CredentialsNotFound"),
         ("denied-bot", "AccessDenied"),
         ("broken-bot", "LoadFailed"),
+        ("fancy-bot", "UnsupportedAdapter"),
     ):
         _reason(e, name, team, reason)
     _reason(e, "faq-bot", other, "NamespaceNotAllowed")

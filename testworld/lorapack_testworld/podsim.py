@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
 from lorapack import labels
@@ -116,6 +117,8 @@ class PodSimulator:
         self.real_engine_pools = set(real_engine_pools)
         self.double_flags = list(double_flags)
         self.pods: dict[str, PodRuntime] = {}
+        self.engine_faults: dict[str, dict[str, Any]] = {}
+        """pod key -> engine-double faults, set again on every engine (re)start of that pod."""
         self._kube: KubeClient | None = None
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -178,6 +181,12 @@ class PodSimulator:
         await _terminate(runtime.agent)
         pod = await self._get_pod(namespace, name)
         runtime.agent = await self._start_agent(runtime, pod)
+
+    async def set_engine_faults(self, namespace: str, name: str, faults: dict[str, Any]) -> None:
+        """Inject engine-double faults into the pod's engine; they outlive engine restarts."""
+        runtime = self.pods[f"{namespace}/{name}"]
+        self.engine_faults[f"{namespace}/{name}"] = dict(faults)
+        await _post_faults(runtime.engine_url, faults)
 
     async def restart_engine(self, namespace: str, name: str) -> None:
         """Kill and restart the pod's engine double: it comes back with no adapters."""
@@ -283,6 +292,9 @@ class PodSimulator:
         )
         try:
             await _wait_http(f"{runtime.engine_url}/health", process)
+            faults = self.engine_faults.get(f"{runtime.namespace}/{runtime.name}")
+            if faults:
+                await _post_faults(runtime.engine_url, faults)
         except BaseException:
             await _terminate(process)
             raise
@@ -413,6 +425,11 @@ async def _terminate(process: Any) -> None:
     except TimeoutError:
         process.kill()
         await process.wait()
+
+
+async def _post_faults(engine_url: str, faults: dict[str, Any]) -> None:
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        (await client.post(f"{engine_url}/_double/faults", json=faults)).raise_for_status()
 
 
 async def _wait_http(url: str, process: asyncio.subprocess.Process, timeout: float = 30.0) -> None:

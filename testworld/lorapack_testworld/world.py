@@ -105,6 +105,8 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
                 await sim.restart_agent(namespace, name)
             elif what == "restart-engine":
                 await sim.restart_engine(namespace, name)
+            elif what == "engine-faults":
+                await sim.set_engine_faults(namespace, name, await request.json())
             else:
                 return web.json_response({"error": f"unknown action {what}"}, status=404)
         except (KeyError, LookupError) as err:

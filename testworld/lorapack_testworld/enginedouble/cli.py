@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     for ignored in ("--dtype", "--gpu-memory-utilization", "--lora-dtype"):
         parser.add_argument(ignored, default=None)
     parser.add_argument("--max-num-seqs", type=int, default=None)
+    # lorapack's pool pods pass it (spec.gpu.count); on a real node the double gets their argv.
+    parser.add_argument("--tensor-parallel-size", type=int, default=1)
     faults = parser.add_argument_group("engine-double faults")
     faults.add_argument("--double-load-delay", type=float, default=0.0, metavar="SECONDS")
     faults.add_argument("--double-fail-next-loads", type=int, default=0, metavar="N")

@@ -122,6 +122,11 @@ class OpenAIRoutes(EngineState):
             if self.faults.load_delay_s > 0:
                 await asyncio.sleep(self.faults.load_delay_s)
             try:
+                if name in self.faults.refuse_names:
+                    raise AdapterInvalid(
+                        f"While loading {path}, the engine refused adapter {name} (a load "
+                        "failure injected into the lorapack engine double)"
+                    )
                 files = self._engine_add_lora(path, int_id)
             except AdapterNotFound:
                 return error_response(

@@ -17,7 +17,7 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge
@@ -45,6 +45,9 @@ class Faults:
     completion_delay_s: float = 0.0
     #: /health answers 503 while set.
     unhealthy: bool = False
+    #: Loads of these adapter names are refused (400 invalid_adapter, as vLLM refuses weights it
+    #: cannot use): an engine-side failure that lorapack's pre-flight cannot foresee.
+    refuse_names: list[str] = field(default_factory=list)
 
 
 @dataclass
