@@ -208,3 +208,18 @@ async def test_engine_down_is_reported_and_nothing_is_claimed(world: dict[str, A
     world["double"].faults.unhealthy = True
     await until(lambda: not reports.last.engine_healthy)
     assert not reports.synced
+
+
+async def test_one_served_name_never_answers_for_two_adapters(world: dict[str, Any]) -> None:
+    """A desired state naming one served name twice (the operator never writes one; the agent
+    does not trust that): the adapter already served keeps the name, the other is not loaded."""
+    agent, d, reports = world["agent"], world["digests"], world["reports"]
+    agent.set_desired(desired(1, entry("a", d["a"])))
+    await until(lambda: reports.synced and reports.last.revision == 1)
+    hijack = entry("a", d["b"]).model_copy(update={"adapter": "team-b/a"})
+    agent.set_desired(desired(2, entry("a", d["a"]), hijack))
+    await until(lambda: reports.synced and reports.last.revision == 2)
+    await asyncio.sleep(0.3)  # a few more passes: nothing swaps
+    assert reports.last.loaded() == {"a": d["a"]}
+    registered = await world["engine"].adapters()
+    assert registered["a"].endswith(d["a"].replace(":", "-"))

@@ -24,7 +24,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -86,6 +86,30 @@ S3Factory = Callable[[S3Location], Any]
 OK_OUTCOMES = ("loaded", "already_loaded")
 # Backoff after a failed download/load: quick first retries, then at most every 5 minutes.
 BACKOFF = (2.0, 5.0, 15.0, 60.0, 300.0)
+
+
+def one_per_served_name(
+    entries: Sequence[DesiredAdapter], tracks: Mapping[str, Any]
+) -> dict[str, DesiredAdapter]:
+    """served name -> the one entry the engine may serve under it. The operator never writes
+    two adapters under one name (the incumbent wins), but the engine keys adapters by name, so
+    a desired state that did would let one name answer for two teams: the agent keeps the entry
+    it already serves (same digest) or else the first, and logs the others."""
+    out: dict[str, DesiredAdapter] = {}
+    for entry in entries:
+        have = out.get(entry.served_name)
+        if have is None:
+            out[entry.served_name] = entry
+            continue
+        served = getattr(tracks.get(entry.served_name), "digest", None)
+        dropped = entry
+        if served == entry.digest and served != have.digest:
+            out[entry.served_name], dropped = entry, have
+        log.error(
+            "Desired state names %s twice: serving %s, not %s",
+            entry.served_name, out[entry.served_name].adapter, dropped.adapter,
+        )  # fmt: skip
+    return out
 
 
 def _now() -> str:
@@ -236,7 +260,7 @@ class Agent:
             log.warning(
                 "Engine lost its adapters (restart?): %s", ", ".join(sorted(self._believed))
             )
-        wanted = {a.served_name: a for a in desired.adapters}
+        wanted = self._wanted(desired)
         for name, entry in wanted.items():
             path = str(self._cache.path_for(entry.digest))
             track = self._tracks.get(name)
@@ -404,11 +428,14 @@ class Agent:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    def _wanted(self, desired: DesiredState) -> dict[str, DesiredAdapter]:
+        return one_per_served_name(desired.adapters, self._tracks)
+
     def _synced(self) -> bool:
         desired = self._desired
         if desired is None or not self._healthy:
             return False
-        for entry in desired.adapters:
+        for entry in self._wanted(desired).values():
             track = self._tracks.get(entry.served_name)
             if track is None or track.digest != entry.digest:
                 return False
