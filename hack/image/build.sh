@@ -35,6 +35,7 @@ case "$target" in
         projects=("$ROOT")
         ;;
     testworld)
+        "$0" product >/dev/null   # its base: the product image, built or reused first
         name=lorapack-testworld
         ref=localhost/lorapack-testworld:$version
         containerfile=$ROOT/testworld/images/Containerfile
@@ -119,7 +120,10 @@ rm -rf "$ctx/src"
 cp "$containerfile" "$ctx/Containerfile"
 
 # ---- 3. the image (skipped when every input is unchanged)
-key=$( (echo "$base_key"; sha256sum "$ctx/Containerfile" "$ctx"/wheels/*.whl | cut -d' ' -f1) | hash12)
+product_ref=ghcr.io/lorapack/lorapack:$version
+from=$base_key
+if [[ $target == testworld ]]; then from=$(podman image inspect --format '{{.Id}}' "$product_ref"); fi
+key=$( (echo "$from"; sha256sum "$ctx/Containerfile" "$ctx"/wheels/*.whl | cut -d' ' -f1) | hash12)
 archive=$IMAGES/$name-$version-$key.oci.tar
 if [[ -f $archive ]]; then
     log "$ref: unchanged, cached in $archive"
@@ -127,7 +131,7 @@ else
     log "building $ref (no network)"
     start=$SECONDS
     podman build --quiet --no-cache --network=none --timestamp "$sde" \
-        --build-arg BASE="$base_ref" --build-arg WHEELS=context --build-arg VERSION="$version" \
+        --build-arg BASE="$base_ref" --build-arg PRODUCT="$product_ref" --build-arg WHEELS=context --build-arg VERSION="$version" \
         -t "$ref" -f "$ctx/Containerfile" "$ctx" >/dev/null
     rm -f "$archive.tmp"
     podman image prune --force >/dev/null   # the stages' leftovers
