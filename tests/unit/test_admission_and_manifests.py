@@ -160,6 +160,70 @@ def test_statefulset_shape() -> None:
     assert sts["metadata"]["ownerReferences"][0]["uid"] == "uid-llama3-8b"
 
 
+def _pod(**spec: Any) -> dict[str, Any]:
+    pod: dict[str, Any] = m.statefulset(pool(**spec), replicas=1, agent_image="img:1")["spec"][
+        "template"
+    ]["spec"]
+    return pod
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        {"s3": {"uri": "s3://models/llama-3-8b/"}},
+        {"pvc": {"claimName": "weights", "subPath": "llama-3-8b"}},
+    ],
+)
+def test_every_container_meets_pod_security_restricted(source: dict[str, Any]) -> None:
+    # The real node (tests/realnode) runs this spec in a namespace enforcing `restricted`;
+    # these are that profile's container rules, plus the gid: the CRI sets gid 0 unless told.
+    pod = _pod(baseModel={"source": {"s3": None, "pvc": None, **source}})
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    containers = pod.get("initContainers", []) + pod["containers"]
+    assert {c["name"] for c in pod["containers"]} == {"vllm", "lorapack-agent"}
+    for container in containers:
+        ctx = container.get("securityContext") or {}
+        assert ctx.get("runAsNonRoot") is True, container["name"]
+        assert (ctx.get("runAsUser"), ctx.get("runAsGroup")) == (65532, 65532), container["name"]
+        assert ctx.get("allowPrivilegeEscalation") is False, container["name"]
+        assert ctx.get("capabilities") == {"drop": ["ALL"]}, container["name"]
+        assert ctx.get("readOnlyRootFilesystem") is True, container["name"]
+
+
+def test_engine_home_and_tmp_are_writable_with_a_read_only_root() -> None:
+    pod = _pod()
+    vllm = next(c for c in pod["containers"] if c["name"] == "vllm")
+    home = next(e["value"] for e in vllm["env"] if e["name"] == "HOME")
+    mounts = {v["mountPath"]: v for v in vllm["volumeMounts"]}
+    assert home == "/tmp" and not mounts["/tmp"].get("readOnly")
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
+
+
+@pytest.mark.parametrize(("sub_path", "want"), [("llama-3-8b", "llama-3-8b"), ("", None)])
+def test_pvc_model_is_mounted_where_vllm_serves_with_its_sub_path(
+    sub_path: str, want: str | None
+) -> None:
+    pod = _pod(baseModel={"source": {"s3": None, "pvc": {"claimName": "w", "subPath": sub_path}}})
+    vllm = next(c for c in pod["containers"] if c["name"] == "vllm")
+    (mount,) = [v for v in vllm["volumeMounts"] if v["name"] == "model"]
+    assert mount["mountPath"] == m.MODEL_DIR == m.engine_args(pool())[1]
+    assert mount.get("subPath") == want and mount["readOnly"] is True
+    assert "initContainers" not in pod
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "model"]
+    assert volume["persistentVolumeClaim"] == {"claimName": "w", "readOnly": True}
+
+
+def test_s3_model_is_served_from_the_folder_fetch_model_fills() -> None:
+    pod = _pod()
+    vllm = next(c for c in pod["containers"] if c["name"] == "vllm")
+    (mount,) = [v for v in vllm["volumeMounts"] if v["name"] == "model"]
+    (fetch,) = pod["initContainers"]
+    assert fetch["command"][-1] == m.MODEL_DIR
+    assert m.MODEL_DIR.startswith(mount["mountPath"] + "/") and "subPath" not in mount
+
+
 def test_agent_role_names_only_this_pools_pods_and_secrets() -> None:
     sa, role, binding = m.agent_rbac(pool(replicas={"min": 1, "max": 3}))
     rules = {tuple(r["resources"]): r for r in role["rules"]}

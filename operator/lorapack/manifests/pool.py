@@ -43,6 +43,11 @@ Obj = dict[str, Any]
 
 MODEL_DIR = "/models/base"
 CACHE_DIR = "/var/cache/lorapack"
+ENGINE_TMP = "/tmp"
+"""The engine's writable folder (an emptyDir) and its HOME: vLLM, Hugging Face, Triton and
+torch write caches under HOME and /tmp, and the root filesystem is read-only."""
+RUN_AS = 65532
+"""uid and gid of every container (the lorapack image's user)."""
 
 
 class PoolNames:
@@ -207,6 +212,19 @@ def pod_disruption_budget(pool: BaseModelPool) -> Obj:
     }
 
 
+def _engine_model_mount(pool: BaseModelPool) -> Obj:
+    """Where the vllm container sees the model volume. A PVC source is the model itself
+    (pvc.subPath inside it), mounted straight at MODEL_DIR, the folder vLLM serves; S3 sources
+    fill the volume's `base` folder (or a link to a kept folder) and mount it above."""
+    pvc = pool.spec.base_model.source.pvc
+    if pvc is None:
+        return {"name": "model", "mountPath": "/models", "readOnly": True}
+    mount: Obj = {"name": "model", "mountPath": MODEL_DIR, "readOnly": True}
+    if pvc.sub_path:
+        mount["subPath"] = pvc.sub_path
+    return mount
+
+
 def _model_volume(pool: BaseModelPool) -> tuple[Obj, list[Obj]]:
     """The base-model volume, and the init containers that fill it."""
     source = pool.spec.base_model.source
@@ -232,9 +250,12 @@ def _model_volume(pool: BaseModelPool) -> tuple[Obj, list[Obj]]:
 
 
 def _restricted_security_context() -> Obj:
+    """Pod Security `restricted` for one container. runAsGroup too: the CRI sets only the uid,
+    so without it the processes run with gid 0 (found on a real node)."""
     return {
         "runAsNonRoot": True,
-        "runAsUser": 65532,
+        "runAsUser": RUN_AS,
+        "runAsGroup": RUN_AS,
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
         "capabilities": {"drop": ["ALL"]},
@@ -269,16 +290,20 @@ def statefulset(
         "env": [
             {"name": "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "value": "true"},
             {"name": "HF_HUB_OFFLINE", "value": "1"},
+            {"name": "HOME", "value": ENGINE_TMP},
             # In the env, not as --api-key: arguments are visible to every reader of the pod.
             network.engine_key_env(names.engine_key),
         ],
         "ports": [{"name": "http", "containerPort": labels.ENGINE_PORT}],
         "resources": podspec.engine_resources(spec),
         "volumeMounts": [
-            {"name": "model", "mountPath": "/models", "readOnly": True},
+            _engine_model_mount(pool),
             {"name": "adapter-cache", "mountPath": CACHE_DIR, "readOnly": True},
             {"name": "shm", "mountPath": "/dev/shm"},
+            {"name": "engine-tmp", "mountPath": ENGINE_TMP},
         ],
+        # The engine runs restricted too (it was root): Pod Security `restricted` admits the pod.
+        "securityContext": _restricted_security_context(),
         # vLLM loads the weights before /health answers: a startup probe with a long budget,
         # then readiness. Liveness stays off: a busy engine must not be killed.
         "startupProbe": {
@@ -328,13 +353,20 @@ def statefulset(
         "terminationGracePeriodSeconds": 60,
         "nodeSelector": dict(spec.gpu.node_selector),
         "tolerations": [t.wire() for t in spec.gpu.tolerations],
-        "securityContext": {"fsGroup": 65532},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS,
+            "runAsGroup": RUN_AS,
+            "fsGroup": RUN_AS,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "initContainers": init_containers,
         "containers": [engine, agent],
         "volumes": [
             model_volume,
             {"name": "adapter-cache", "emptyDir": {"sizeLimit": str(cache_bytes)}},
             {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}},
+            {"name": "engine-tmp", "emptyDir": {"sizeLimit": "4Gi"}},
             network.service_account_volume(),
         ],
     }
