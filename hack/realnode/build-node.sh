@@ -67,6 +67,7 @@ ctd_ldflags="-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTA
 
 build containerd "$CONTAINERD_VERSION" "no_btrfs,no_devmapper,no_zfs,no_aufs" "$ctd_ldflags" \
     github.com/containerd/containerd/v2/cmd/containerd \
+    github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 \
     github.com/containerd/containerd/v2/cmd/ctr
 build k8s-node "$K8S_VERSION" "selinux,notest,grpcnotrace" "$k8s_ldflags" \
     k8s.io/kubernetes/cmd/kubelet \
