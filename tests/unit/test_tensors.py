@@ -26,19 +26,9 @@ from lorapack_testworld.safetensors import (
     lora_tensor_specs,
     raw_safetensors,
 )
+from tests.hostile import ALL, TINY
 
-TINY: dict[str, Any] = {
-    "model_type": "llama",
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "head_dim": 32,
-    "vocab_size": 491,
-}
 WIDE = TINY | {"hidden_size": 128, "intermediate_size": 256}
-ALL = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 FILE = "adapter_model.safetensors"
 
 
