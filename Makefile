@@ -91,7 +91,7 @@ demo-down: venv  ## stop everything the demo started
 	$(PY) -m lorapack_testworld.demo down
 
 bench: venv tools artifacts  ## run every benchmark (prints tables)
-	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	for b in bench/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 vllm-lock:  ## regenerate hack/vllm/requirements.lock (needs uv)
 	uv pip compile hack/vllm/requirements.in --python-version 3.11 \

@@ -10,6 +10,14 @@ engine double per pool pod) and measures, per adapter, the wall time from the ap
     operator     = everything else: validation (S3 list + adapter_config.json), placement,
                    desired-state write, the agent noticing it, routing, the status write
 
+The raw apply -> Ready is printed beside the derived overhead, which depends on how the parts
+are subtracted. One watch follows the namespace for the whole run and is known to be streaming
+before the first apply (it has delivered the ADDED event of a probe adapter that no pool
+serves), so no ADDED event arrives late and inflates "client" at the expense of "operator".
+From copies of an adapter, the one with the smallest download + load is subtracted (an adapter
+is Ready once one copy serves it): the derived overhead is an upper bound, never flattered by
+a slow second copy.
+
 Scenarios: 20 adapters applied one at a time (latency), and 100 applied at once (burst).
 Targets (issue 5): operator overhead <= 0.5 s p50 and <= 2 s p99 (AIBrix: about 5 s); 100
 adapters at once all Ready within 10 s p99. Prints a table and exits 1 when a target is missed.
@@ -21,10 +29,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +46,7 @@ NAMESPACE = "bench"
 POOL = "bench-pool"
 BUCKET = "bench-adapters"
 BASE = "lorapack/tiny-llama"
+PROBE = "watch-probe"
 
 
 def pct(values: list[float], q: float) -> float:
@@ -75,39 +87,78 @@ def adapter_body(name: str) -> dict[str, Any]:
     }
 
 
+def probe_body() -> dict[str, Any]:
+    """An adapter no pool serves: its ADDED event proves the watch streams; no pod loads it."""
+    body = adapter_body(PROBE)
+    body["spec"]["baseModel"] = "bench/no-such-model"
+    return body
+
+
 def ready(obj: dict[str, Any]) -> bool:
     conditions = (obj.get("status") or {}).get("conditions") or []
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
-async def watch_ready(
-    kube: KubeClient, names: set[str], started: dict[str, float], accepted: dict[str, float]
-) -> dict[str, float]:
-    """name -> seconds from its apply to Ready (as the watch delivers it); also records in
-    `accepted` when the API server had stored it (its ADDED event)."""
-    done: dict[str, float] = {}
-    async for event in kube.watch(ADAPTER, NAMESPACE):
-        name = event.object["metadata"]["name"]
-        if name in names and name not in accepted:
-            accepted[name] = time.monotonic()
-        if name in names and name not in done and name in started and ready(event.object):
-            done[name] = time.monotonic() - started[name]
-            if len(done) == len(names):
-                return done
-    return done
+class ReadyWatch:
+    """One watch of the namespace for the whole run: when each adapter was stored (its first
+    event) and when it first became Ready, as the watch delivers them."""
+
+    def __init__(self, kube: KubeClient) -> None:
+        self._kube = kube
+        self.stored: dict[str, float] = {}
+        self.ready_at: dict[str, float] = {}
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, probe: str, timeout: float = 30.0) -> None:
+        """Start watching; return once the watch delivered `probe`'s event (it streams)."""
+        self._task = asyncio.ensure_future(self._follow())
+        await self.wait(lambda: probe in self.stored, timeout)
+
+    async def _follow(self) -> None:
+        async for event in self._kube.watch(ADAPTER, NAMESPACE):
+            now = time.monotonic()
+            name = event.object["metadata"]["name"]
+            self.stored.setdefault(name, now)
+            if name not in self.ready_at and ready(event.object):
+                self.ready_at[name] = now
+            self._changed.set()
+
+    async def wait(self, done: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            if self._task is not None and self._task.done():
+                self._task.result()  # the watch failed: raise its error
+                raise RuntimeError("the adapter watch ended")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"not done within {timeout:.0f} s")
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(left, 1.0))
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
-async def agent_timings(kube: KubeClient) -> dict[str, tuple[float, float]]:
-    """served name -> (download s, load s) from the pods' reports (max over copies)."""
-    out: dict[str, tuple[float, float]] = {}
+async def agent_timings(kube: KubeClient) -> dict[str, list[tuple[float, float]]]:
+    """served name -> [(download s, load s)] per copy, from the pods' reports."""
+    out: dict[str, list[tuple[float, float]]] = {}
     for pod in await kube.list(POD, NAMESPACE, label_selector=f"lorapack.io/pool={POOL}"):
         raw = (pod["metadata"].get("annotations") or {}).get("lorapack.io/observed")
         for adapter in json.loads(raw)["adapters"] if raw else []:
             dl = (adapter.get("downloadMs") or 0) / 1000
             ld = (adapter.get("loadMs") or 0) / 1000
-            old = out.get(adapter["servedName"], (0.0, 0.0))
-            out[adapter["servedName"]] = (max(old[0], dl), max(old[1], ld))
+            out.setdefault(adapter["servedName"], []).append((dl, ld))
     return out
+
+
+def fastest_copy(copies: list[tuple[float, float]]) -> tuple[float, float]:
+    """The copy with the smallest download + load ((0, 0) when no copy reported)."""
+    return min(copies, key=sum) if copies else (0.0, 0.0)
 
 
 async def apply(stack: Stack, bodies: list[dict[str, Any]]) -> None:
@@ -152,39 +203,37 @@ async def run(args: argparse.Namespace, stack: Stack) -> int:
                 return 1
             await asyncio.sleep(0.5)
 
-        rows = []
-        for name in names_seq:
-            started: dict[str, float] = {}
-            accepted: dict[str, float] = {}
-            waiter = asyncio.ensure_future(watch_ready(kube, {name}, started, accepted))
-            await asyncio.sleep(0.05)  # the watch is listening before the apply
-            started[name] = time.monotonic()
-            await apply(stack, [adapter_body(name)])
-            total = (await asyncio.wait_for(waiter, 60))[name]
-            rows.append((name, total, accepted[name] - started[name]))
-        timings = await agent_timings(kube)
-        totals = [t for _, t, _ in rows]
-        client = [c for _, _, c in rows]
-        downloads = [timings.get(n, (0.0, 0.0))[0] for n, _, _ in rows]
-        loads = [timings.get(n, (0.0, 0.0))[1] for n, _, _ in rows]
-        overhead = [
-            t - c - d - ld for t, c, d, ld in zip(totals, client, downloads, loads, strict=True)
-        ]
+        watch = ReadyWatch(kube)
+        await apply(stack, [probe_body()])
+        await watch.start(PROBE)
+        try:
+            rows = []
+            for name in names_seq:
+                started = time.monotonic()
+                await apply(stack, [adapter_body(name)])
+                await watch.wait(functools.partial(watch.ready_at.__contains__, name), 60)
+                rows.append((name, watch.ready_at[name] - started, watch.stored[name] - started))
+            timings = await agent_timings(kube)
+            totals = [t for _, t, _ in rows]
+            client = [c for _, _, c in rows]
+            copies = [fastest_copy(timings.get(n, [])) for n, _, _ in rows]
+            downloads = [d for d, _ in copies]
+            loads = [ld for _, ld in copies]
+            overhead = [
+                t - c - d - ld for t, c, d, ld in zip(totals, client, downloads, loads, strict=True)
+            ]
 
-        started = {}
-        stored: dict[str, float] = {}
-        waiter = asyncio.ensure_future(watch_ready(kube, set(names_burst), started, stored))
-        await asyncio.sleep(0.05)
-        t0 = time.monotonic()
-        for name in names_burst:
-            started[name] = t0
-        await apply(stack, [adapter_body(n) for n in names_burst])
-        apply_seconds = time.monotonic() - t0
-        burst = await asyncio.wait_for(waiter, 120)
-        burst_times = sorted(burst.values())
-        # kubectl creates the 100 objects one after another: the last is stored seconds after
-        # the first. From its own creation, each adapter's time is what the operator adds.
-        since_stored = sorted(burst[n] - (stored[n] - t0) for n in burst)
+            t0 = time.monotonic()
+            await apply(stack, [adapter_body(n) for n in names_burst])
+            apply_seconds = time.monotonic() - t0
+            await watch.wait(lambda: all(n in watch.ready_at for n in names_burst), 120)
+            burst = {n: watch.ready_at[n] - t0 for n in names_burst}
+            burst_times = sorted(burst.values())
+            # kubectl creates the objects one after another: the last is stored seconds after
+            # the first. From its own creation, each adapter's time is what the operator adds.
+            since_stored = sorted(watch.ready_at[n] - watch.stored[n] for n in names_burst)
+        finally:
+            await watch.close()
     finally:
         await kube.close()
 
@@ -196,11 +245,12 @@ async def run(args: argparse.Namespace, stack: Stack) -> int:
 
     print(f"\nSequential applies (n={len(totals)}), seconds; warm pods, engine double, loopback S3")
     print(f"{'':<34} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}")
-    print(line("apply -> Ready (total)", totals))
+    print(line("apply -> Ready (raw, measured)", totals))
     print(line("  kubectl apply until stored", client))
     print(line("  S3 transfer (agent download)", downloads))
     print(line("  engine load (agent load call)", loads))
-    print(line("  operator overhead (the rest)", overhead))
+    print(line("  operator overhead (derived)", overhead))
+    print("  (derived = raw - stored - the fastest copy's download + load; an upper bound)")
     print(f"\nBurst: {len(burst_times)} adapters applied at once (one kubectl apply), seconds")
     print(f"{'':<34} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}")
     print(line("kubectl apply start -> Ready", burst_times))
