@@ -67,7 +67,11 @@ def pool_body(endpoint: str) -> dict[str, Any]:
             "engine": {"maxLoras": 8, "maxLoraRank": 64, "maxCpuLoras": 128},
             "gpu": {"type": "L20", "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-L20"}},
             "replicas": {"min": 2, "max": 2},
-            "adapters": {"maxPerReplica": 128},
+            "adapters": {
+                "maxPerReplica": 128,
+                # The adapters read the bench bucket with the pool's keys (decision 22).
+                "s3Access": [{"namespaces": [NAMESPACE], "uriPrefixes": [f"s3://{BUCKET}/"]}],
+            },
             "s3": {
                 "endpoint": endpoint,
                 "region": "us-east-1",
