@@ -3,15 +3,23 @@ server against plain downloads of the same objects, measured in the same run.
 
     .venv/bin/python bench/s3sync.py [--large-mb 300] [--small-count 200] [--repeats 3]
 
-Cases and targets (issue 6):
+Cases and targets (issues 6 and 15):
 * one 300 MB adapter (multipart-uploaded weights): sync >= 0.9x the throughput of a plain
   s3transfer TransferManager download of the same objects (same concurrency and part size);
-* 200 small adapters: sync >= 3x the throughput of a sequential boto3 `download_file` loop.
+* 200 small adapters: sync >= 3x the throughput of a sequential boto3 `download_file` loop
+  on loopback, >= 8x where S3 is tens of milliseconds away.
+
+Networks: loopback (every request costs CPU only, and 2 cores cap parallelism), then through
+`lorapack_testworld.faultproxy` with 20 ms added to every request (real S3 is that far away),
+and 20 ms plus a per-connection bandwidth cap (`--cap-mbps`, what one S3 connection gets). The
+proxy opens a fresh upstream connection per request and answers `Connection: close`, so both
+sides reconnect for every request (no keep-alive advantage for either).
 
 "sync" is everything the agent waits for: download, size/ETag (MD5) verification, fsync,
 read-only sealing and the atomic rename. An informational row adds sha256 verification (when
 the adapter's spec.digests are given). Each measurement is the median of --repeats runs, the
-baseline and the sync alternating, into fresh folders. Exits 1 when a target is missed.
+baseline and the sync alternating which goes first, into fresh folders. Exits 1 when a
+target is missed.
 """
 
 from __future__ import annotations
@@ -25,16 +33,20 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import boto3
 from boto3.s3.transfer import TransferConfig as Boto3TransferConfig
+from botocore.config import Config
 from s3transfer.manager import TransferConfig, TransferManager
 
 from lorapack.agent.cache import AdapterCache
 from lorapack.api.podstate import DesiredAdapter, FileSpec, S3Location
-from lorapack.clients.s3 import ObjectInfo, S3Client
+from lorapack.clients.s3 import ObjectInfo, S3Client, S3Settings
+from lorapack_testworld.faultproxy import Fault, FaultProxy
 from lorapack_testworld.s3server import S3Server, start_s3_server
 
 MiB = 2**20
@@ -48,6 +60,7 @@ class Row:
     timing: Timing
     nbytes: int
     target: float | None
+    net: str = "loopback"
 
     @property
     def ratio(self) -> float:
@@ -125,15 +138,50 @@ def measure(
     work: Path,
 ) -> Timing:
     base_times, sync_times = [], []
-    for _ in range(repeats):
-        base_times.append(baseline(fresh(work / "base")))
-        sync_times.append(sync(fresh(work / "sync")))
+    for round_ in range(repeats):
+        # Alternate which goes first: a warm server cache or a burst of other work on the
+        # machine favours neither side across rounds.
+        if round_ % 2 == 0:
+            base_times.append(baseline(fresh(work / "base")))
+            sync_times.append(sync(fresh(work / "sync")))
+        else:
+            sync_times.append(sync(fresh(work / "sync")))
+            base_times.append(baseline(fresh(work / "base")))
     fresh(work / "base")
     fresh(work / "sync")
     ratios = [b / s for b, s in zip(base_times, sync_times, strict=True)]
     return Timing(
         statistics.median(base_times), statistics.median(sync_times), statistics.median(ratios)
     )
+
+
+@dataclass(frozen=True)
+class Net:
+    """How the clients reach the S3 server."""
+
+    label: str
+    endpoint: str
+    small_target: float
+
+    def boto3(self, server: S3Server) -> Any:
+        """A plain boto3 client for this endpoint, configured as S3Server.client's."""
+        session = boto3.session.Session(
+            aws_access_key_id=server.access_key,
+            aws_secret_access_key=server.secret_key,
+            region_name=server.region,
+        )
+        return session.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            config=Config(
+                s3={"addressing_style": "path"},
+                retries={"mode": "standard", "total_max_attempts": 3},
+                max_pool_connections=16,
+            ),
+        )
+
+    def settings(self, server: S3Server) -> S3Settings:
+        return server.settings(endpoint=self.endpoint)
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -151,12 +199,27 @@ def run_async(make: Callable[[], Awaitable[object]]) -> float:
     return asyncio.run(go())
 
 
-def large_case(server: S3Server, bucket: str, work: Path, mb: int, repeats: int) -> tuple[Row, Row]:
+def stage_large(
+    server: S3Server, bucket: str, work: Path, mb: int
+) -> tuple[list[ObjectInfo], dict[str, bytes]]:
     weights = os.urandom(mb * 10**6)
     files = {"adapter_config.json": CONFIG, "adapter_model.safetensors": weights}
-    objects = upload(server, bucket, "large/", files, work)
-    settings = server.settings()
-    plain_client = server.client()
+    return upload(server, bucket, "large/", files, work), files
+
+
+def large_case(
+    server: S3Server,
+    bucket: str,
+    work: Path,
+    staged: tuple[list[ObjectInfo], dict[str, bytes]],
+    repeats: int,
+    net: Net,
+    digests: bool,
+) -> list[Row]:
+    objects, files = staged
+    mb = round(len(files["adapter_model.safetensors"]) / 1e6)
+    settings = net.settings(server)
+    plain_client = net.boto3(server)
     config = TransferConfig(
         multipart_threshold=settings.multipart_threshold,
         multipart_chunksize=settings.multipart_chunksize,
@@ -192,17 +255,18 @@ def large_case(server: S3Server, bucket: str, work: Path, mb: int, repeats: int)
     nbytes = sum(o.size for o in objects)
     plain = adapter_for(objects, bucket, "large/")
     timing = measure(repeats, baseline, sync_with(plain), work)
-    main = Row(f"{mb} MB adapter", "s3transfer", timing, nbytes, 0.9)
-    blobs = {o.key: files[o.key.split("/")[-1]] for o in objects}
-    digests = adapter_for(objects, bucket, "large/", blobs)
-    timing = measure(repeats, baseline, sync_with(digests), work)
-    info = Row(f"{mb} MB adapter + sha256", "s3transfer", timing, nbytes, None)
-    return main, info
+    rows = [Row(f"{mb} MB adapter", "s3transfer", timing, nbytes, 0.9, net.label)]
+    if digests:
+        blobs = {o.key: files[o.key.split("/")[-1]] for o in objects}
+        with_sha = adapter_for(objects, bucket, "large/", blobs)
+        timing = measure(repeats, baseline, sync_with(with_sha), work)
+        rows.append(Row(f"{mb} MB adapter + sha256", "s3transfer", timing, nbytes, None, net.label))
+    return rows
 
 
-def small_case(
-    server: S3Server, bucket: str, work: Path, count: int, kib: int, repeats: int
-) -> Row:
+def stage_small(
+    server: S3Server, bucket: str, work: Path, count: int, kib: int
+) -> tuple[list[DesiredAdapter], list[ObjectInfo]]:
     adapters = []
     objects_all: list[ObjectInfo] = []
     for i in range(count):
@@ -211,7 +275,21 @@ def small_case(
         objects = upload(server, bucket, prefix, files, work)
         objects_all.extend(objects)
         adapters.append(adapter_for(objects, bucket, prefix))
-    plain_client = server.client()
+    return adapters, objects_all
+
+
+def small_case(
+    server: S3Server,
+    bucket: str,
+    work: Path,
+    staged: tuple[list[DesiredAdapter], list[ObjectInfo]],
+    kib: int,
+    repeats: int,
+    net: Net,
+) -> Row:
+    adapters, objects_all = staged
+    count = len(adapters)
+    plain_client = net.boto3(server)
     boto3_config = Boto3TransferConfig()  # what a script calling download_file gets
 
     def baseline(dest: Path) -> float:
@@ -224,7 +302,7 @@ def small_case(
         return timed(loop)
 
     def sync(dest: Path) -> float:
-        client = S3Client(server.settings())
+        client = S3Client(net.settings(server))
         try:
             cache = AdapterCache(dest)
             return run_async(
@@ -242,12 +320,15 @@ def small_case(
         "boto3 download_file loop",
         timing,
         nbytes,
-        3.0,
+        net.small_target,
+        net.label,
     )
 
 
 def print_table(rows: list[Row]) -> None:
-    head = f"{'case':<30} {'baseline':<26} {'baseline':>16} {'lorapack sync':>16} {'ratio':>7} "
+    head = (
+        f"{'network':<26} {'case':<30} {'baseline':<26} {'baseline':>16} {'sync':>16} {'ratio':>7} "
+    )
     print(head + f"{'target':>7}  ok")
     for r in rows:
         mbps = r.nbytes / 1e6
@@ -259,9 +340,22 @@ def print_table(rows: list[Row]) -> None:
         if r.target is None:
             verdict = "-"
         print(
-            f"{r.case:<30} {r.baseline:<26} {base:>16} {sync:>16} {r.ratio:6.2f}x {target:>7}  "
-            f"{verdict}"
+            f"{r.net:<26} {r.case:<30} {r.baseline:<26} {base:>16} {sync:>16} {r.ratio:6.2f}x "
+            f"{target:>7}  {verdict}"
         )
+
+
+def networks(server: S3Server, args: argparse.Namespace) -> Iterator[tuple[Net, FaultProxy | None]]:
+    """Loopback, then +latency, then +latency and a per-connection bandwidth cap."""
+    yield Net("loopback", server.endpoint, 3.0), None
+    ms = args.latency_ms
+    shapes: list[tuple[str, float | None]] = [(f"+{ms:g} ms/request", None)]
+    if args.cap_mbps:
+        shapes.append((f"+{ms:g} ms, {args.cap_mbps:g} MB/s/conn", args.cap_mbps * 1e6))
+    for label, cap in shapes:
+        proxy = FaultProxy(server.endpoint).start()
+        proxy.add(Fault(status=0, latency=ms / 1000, times=None, bandwidth=cap))
+        yield Net(label, proxy.endpoint, 8.0), proxy
 
 
 def main() -> int:
@@ -270,6 +364,8 @@ def main() -> int:
     parser.add_argument("--small-count", type=int, default=200)
     parser.add_argument("--small-kib", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument("--cap-mbps", type=float, default=25.0, help="0: no capped run")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="lorapack-bench-s3-"))
@@ -281,9 +377,21 @@ def main() -> int:
             f"before: {os.getloadavg()[0]:.1f}",
             flush=True,
         )
-        large, large_sha = large_case(server, "bench", work, args.large_mb, args.repeats)
-        small = small_case(server, "bench", work, args.small_count, args.small_kib, args.repeats)
-        rows = [large, large_sha, small]
+        large = stage_large(server, "bench", work, args.large_mb)
+        staged = stage_small(server, "bench", work, args.small_count, args.small_kib)
+        rows = []
+        for net, proxy in networks(server, args):
+            try:
+                print(f"  {net.label} ...", flush=True)
+                rows += large_case(
+                    server, "bench", work, large, args.repeats, net, net.small_target == 3
+                )
+                rows.append(
+                    small_case(server, "bench", work, staged, args.small_kib, args.repeats, net)
+                )
+            finally:
+                if proxy is not None:
+                    proxy.stop()
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -28,6 +28,7 @@ __all__ = ["Fault", "FaultProxy", "ProxiedRequest"]
 
 _MAX_HEAD = 64 * 1024
 _PIPE_CHUNK = 256 * 1024
+_BANDWIDTH_CHUNK = 64 * 1024  # smaller reads when pacing, so the rate is smooth
 
 _REASONS = {
     429: "Too Many Requests",
@@ -46,8 +47,8 @@ class Fault:
     """
 
     status: int = 503
-    """HTTP status to answer with (0: forward the request, only adding `latency` or
-    `cut_after_bytes`)."""
+    """HTTP status to answer with (0: forward the request, only adding `latency`,
+    `cut_after_bytes` or `bandwidth`)."""
     code: str = "SlowDown"
     """S3 error code put in the XML body."""
     times: int | None = 1
@@ -60,6 +61,9 @@ class Fault:
     cut_after_bytes: int | None = None
     """Forward, but close the connection after this many bytes of the upstream answer
     (headers included): a connection reset in the middle of a body."""
+    bandwidth: float | None = None
+    """Forward, piping the upstream answer at most this many bytes per second (per request,
+    i.e. per connection: what one S3 connection gets over a real network)."""
     hits: int = field(default=0, init=False)
 
     def matches(self, method: str, target: str) -> bool:
@@ -245,7 +249,11 @@ class FaultProxy:
         what = ""
         if fault is not None:
             what = (
-                f"cut@{fault.cut_after_bytes}" if fault.cut_after_bytes is not None else "latency"
+                f"cut@{fault.cut_after_bytes}"
+                if fault.cut_after_bytes is not None
+                else f"bandwidth@{fault.bandwidth:.0f}"
+                if fault.bandwidth
+                else "latency"
             )
         self._record(method, target, what)
         await self._forward(request_line, rest, reader, writer, fault)
@@ -276,13 +284,18 @@ class FaultProxy:
 
         sender = asyncio.create_task(upload())
         budget = fault.cut_after_bytes if fault is not None else None
+        rate = fault.bandwidth if fault is not None else None
+        began, sent = time.monotonic(), 0
         try:
-            while chunk := await up_reader.read(_PIPE_CHUNK):
+            while chunk := await up_reader.read(_BANDWIDTH_CHUNK if rate else _PIPE_CHUNK):
                 if budget is not None:
                     chunk = chunk[:budget]
                     budget -= len(chunk)
                 writer.write(chunk)
                 await writer.drain()
+                sent += len(chunk)
+                if rate:  # pace: never ahead of `rate` bytes per second since the first byte
+                    await asyncio.sleep(max(0.0, began + sent / rate - time.monotonic()))
                 if budget == 0:
                     # Abort rather than close: the client must see a reset, not a clean end.
                     writer.transport.abort()
