@@ -132,7 +132,7 @@ def pool_bodies(layout: Layout, s3: S3Server) -> list[dict[str, Any]]:
 
 
 async def operator_identity(
-    kube: KubeClient, cluster: DevCluster, work: Path, flow_schema: str
+    kube: KubeClient, cluster: DevCluster, work: Path, flow_schema: str, priority_level: str
 ) -> Path:
     """A ServiceAccount for the operator (cluster-admin: the bench measures load, not RBAC), a
     FlowSchema matching only it (so the API server counts its requests apart), and a
@@ -161,8 +161,9 @@ async def operator_identity(
                 "kind": "FlowSchema",
                 "metadata": {"name": flow_schema},
                 "spec": {
-                    # Where a ServiceAccount's requests land by default ("service-accounts").
-                    "priorityLevelConfiguration": {"name": "workload-low"},
+                    # workload-low: where a ServiceAccount's requests land by default (the
+                    # "service-accounts" FlowSchema; the chart ships no FlowSchema of its own).
+                    "priorityLevelConfiguration": {"name": priority_level},
                     "matchingPrecedence": 500,
                     "distinguisherMethod": {"type": "ByUser"},
                     "rules": [

@@ -20,8 +20,11 @@ every pod's agent in this process (instant loads, the real agent's report patche
 * API requests/s issued by the operator: the API server's Priority and Fairness counters for a
   FlowSchema matching only the operator's ServiceAccount (the operator runs with that token;
   the simulator and the bench run as cluster admin, which APF exempts), plus APF rejections and
-  queue wait (the server-side throttling). The operator (kopf, kubernetes_asyncio) has no
-  client-side rate limiter; its log is searched for throttling messages anyway;
+  queue wait (the server-side throttling). That FlowSchema sends them to `--priority-level`,
+  workload-low by default: where a ServiceAccount's requests land in a real cluster (the chart
+  ships no FlowSchema); `exempt` takes APF out of the picture. The operator (kopf,
+  kubernetes_asyncio) has no client-side rate limiter; its log is searched for throttling
+  messages anyway;
 * operator peak RSS (VmHWM) and CPU seconds (utime+stime) per 1,000 adapters;
 * P6 churn: one pool pod deleted; adapters whose set of pods changed at any moment until the
   world settles vs the adapters that pod held, and "zero-replica moments" (an adapter with
@@ -37,17 +40,12 @@ import argparse
 import asyncio
 import contextlib
 import math
-import os
 import random
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,16 +55,24 @@ from kubernetes_asyncio.client import ApiClient, Configuration
 from kubernetes_asyncio.config import load_kube_config
 
 from lorapack.clients.kube import ADAPTER, POD, KubeClient
-from lorapack.clients.kube.resources import ENDPOINTSLICE
 from lorapack_testworld.artifacts import load_index
 from lorapack_testworld.basemodels import stage_base_models
 from lorapack_testworld.devcluster import DEFAULT_CRDS_DIR, DevCluster
 from lorapack_testworld.devcluster.nodes import NodeShape
-from lorapack_testworld.paths import REPO_ROOT
 from lorapack_testworld.s3server import S3Server, start_s3_server
 from lorapack_testworld.scalesim import ScaleSim
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _scale_probes import (  # a sibling module of this script
+    FLOW_SCHEMA,
+    Adapters,
+    Assignments,
+    Meter,
+    Operator,
+    Slices,
+    profile_summary,
+    start_profile,
+)
 from _scale_world import (  # a sibling module of this script
     BUCKET,
     OPERATOR_NS,
@@ -78,20 +84,12 @@ from _scale_world import (  # a sibling module of this script
     pool_bodies,
 )
 
-FLOW_SCHEMA = "lorapack-bench-operator"
-
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     if not ordered:
         return float("nan")
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def connect(kubeconfig: Path, pool: int = 64) -> KubeClient:
@@ -109,256 +107,6 @@ async def bounded(jobs: Iterable[Callable[[], Awaitable[Any]]], limit: int = 32)
             await job()
 
     await asyncio.gather(*(one(j) for j in jobs))
-
-
-# ---------------------------------------------------------------------------- what we watch
-
-
-@dataclass
-class AdapterView:
-    generation: int = 0
-    observed: int = -1
-    ready: bool = False
-    digest: str = ""
-    updated: int = 0
-    reason: str = ""
-    """Ready condition's reason and message (for the diagnosis of a timeout)."""
-
-
-class Adapters:
-    """Every adapter's status as the watch delivers it; waiters are woken on each event."""
-
-    def __init__(self, kube: KubeClient) -> None:
-        self.kube = kube
-        self.views: dict[str, AdapterView] = {}
-        self.changed = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-
-    async def follow(self) -> None:
-        async for event in self.kube.watch(ADAPTER, None):
-            meta, status = event.object["metadata"], event.object.get("status") or {}
-            key = f"{meta['namespace']}/{meta['name']}"
-            if event.type == "DELETED":
-                self.views.pop(key, None)
-                continue
-            conds = status.get("conditions") or []
-            self.views[key] = AdapterView(
-                generation=int(meta.get("generation") or 0),
-                observed=int(status.get("observedGeneration") or -1),
-                ready=any(c["type"] == "Ready" and c["status"] == "True" for c in conds),
-                digest=str((status.get("artifact") or {}).get("digest") or ""),
-                updated=int(status.get("updatedReplicas") or 0),
-                reason=next(
-                    (f"{c.get('reason')}: {c.get('message', '')[:160]}" for c in conds
-                     if c["type"] == "Ready"),
-                    "no status",
-                ),
-            )  # fmt: skip
-            self.changed.set()
-
-    def diagnose(self, keys: Iterable[str]) -> str:
-        """The most common reasons of the adapters not Ready."""
-        reasons = Counter(
-            v.reason if (v := self.views.get(k)) is not None else "not seen"
-            for k in keys
-            if not ((v := self.views.get(k)) is not None and v.ready)
-        )
-        return "; ".join(f"{n} x {r}" for r, n in reasons.most_common(3))
-
-    def ready_count(self, keys: Iterable[str]) -> int:
-        return sum(1 for k in keys if (v := self.views.get(k)) is not None and v.ready)
-
-    async def until(self, done: Callable[[], bool], timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while not done():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            self.changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), min(left, 1.0))
-        return True
-
-
-@dataclass
-class Slices:
-    """Ready endpoints per adapter Service, and zero-replica moments of the watched ones."""
-
-    kube: KubeClient
-    watched: set[str]
-    """Adapters (namespace/name) with replicas.min >= 2."""
-    per_slice: dict[str, tuple[str, int]] = field(default_factory=dict)
-    counting: bool = False
-    zero_moments: int = 0
-    zero_adapters: set[str] = field(default_factory=set)
-
-    def ready(self, service: str) -> int:
-        return sum(n for s, n in self.per_slice.values() if s == service)
-
-    async def follow(self) -> None:
-        async for event in self.kube.watch(ENDPOINTSLICE, None):
-            meta = event.object["metadata"]
-            service = (meta.get("labels") or {}).get("kubernetes.io/service-name")
-            if not service:
-                continue
-            key, svc = f"{meta['namespace']}/{meta['name']}", f"{meta['namespace']}/{service}"
-            before = self.ready(svc)
-            if event.type == "DELETED":
-                self.per_slice.pop(key, None)
-            else:
-                endpoints = event.object.get("endpoints") or []
-                n = sum(1 for e in endpoints if (e.get("conditions") or {}).get("ready", True))
-                self.per_slice[key] = (svc, n)
-            if self.counting and svc in self.watched and before > 0 and self.ready(svc) == 0:
-                self.zero_moments += 1
-                self.zero_adapters.add(svc)
-
-
-@dataclass
-class Assignments:
-    """adapter -> pods holding it, from the simulator's view of the desired-state Secrets."""
-
-    holders: dict[str, set[str]] = field(default_factory=dict)
-    by_pod: dict[str, set[str]] = field(default_factory=dict)
-    moved: set[str] | None = None
-    """While not None: adapters whose set of pods changed."""
-
-    def update(self, pod: str, adapters: set[str]) -> None:
-        old = self.by_pod.get(pod, set())
-        self.by_pod[pod] = adapters
-        for adapter in old ^ adapters:
-            pods = self.holders.setdefault(adapter, set())
-            (pods.add if adapter in adapters else pods.discard)(pod)
-            if self.moved is not None:
-                self.moved.add(adapter)
-
-
-# --------------------------------------------------------------------------- the operator
-
-
-@dataclass
-class Operator:
-    workdir: Path
-    kubeconfig: Path
-    process: subprocess.Popen[bytes] | None = None
-    metrics_port: int = 0
-    starts: int = 0
-
-    def start(self) -> float:
-        self.metrics_port = free_port()
-        self.starts += 1
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("LORAPACK_", "AWS_"))}
-        env |= {
-            "PYTHONPATH": str(REPO_ROOT / "operator"),
-            "KUBECONFIG": str(self.kubeconfig),
-            "LORAPACK_METRICS_PORT": str(self.metrics_port),
-            "LORAPACK_METRICS_HOST": "127.0.0.1",
-            "LORAPACK_AGENT_IMAGE": "ghcr.io/lorapack/lorapack:local",
-        }
-        log = (self.workdir / f"operator-{self.starts}.log").open("ab")
-        began = time.monotonic()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "lorapack.cli", "run", "--standalone"],
-            env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-        log.close()
-        return began
-
-    def proc(self) -> tuple[float, int]:
-        """(CPU seconds, peak RSS bytes) of the running operator."""
-        assert self.process is not None
-        pid = self.process.pid
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        cpu = (int(fields[11]) + int(fields[12])) / ticks
-        hwm = 0
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                hwm = int(line.split()[1]) * 1024
-        return cpu, hwm
-
-    def reconciled(self, kind: str = "LoraAdapter") -> float:
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
-            ) as resp:
-                text = resp.read().decode()
-        except OSError:
-            return 0.0
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith("lorapack_reconcile_total{") and f'kind="{kind}"' in line
-        )
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-
-    def throttled_lines(self) -> int:
-        return sum(
-            line.lower().count("throttl")
-            for log in self.workdir.glob("operator-*.log")
-            for line in log.read_text(errors="replace").splitlines()
-        )
-
-
-def apf(cluster: DevCluster) -> dict[str, float]:
-    """The operator's FlowSchema counters: dispatched, rejected, queue wait (sum, count)."""
-    text = cluster.kubectl("get", "--raw", "/metrics").stdout
-    out = {"dispatched": 0.0, "rejected": 0.0, "wait_sum": 0.0, "wait_count": 0.0}
-    names = {
-        "apiserver_flowcontrol_dispatched_requests_total{": "dispatched",
-        "apiserver_flowcontrol_rejected_requests_total{": "rejected",
-        "apiserver_flowcontrol_request_wait_duration_seconds_sum{": "wait_sum",
-        "apiserver_flowcontrol_request_wait_duration_seconds_count{": "wait_count",
-    }
-    for line in text.splitlines():
-        for prefix, key in names.items():
-            if line.startswith(prefix) and f'flow_schema="{FLOW_SCHEMA}"' in line:
-                out[key] += float(line.rsplit(" ", 1)[1])
-    return out
-
-
-@dataclass
-class Window:
-    """Operator CPU and API requests over one phase."""
-
-    seconds: float
-    cpu: float
-    requests: float
-    rejected: float
-    wait_ms: float
-
-    @property
-    def rps(self) -> float:
-        return self.requests / self.seconds if self.seconds else float("nan")
-
-
-class Meter:
-    def __init__(self, cluster: DevCluster, operator: Operator) -> None:
-        self.cluster, self.operator = cluster, operator
-        self.t0, self.cpu0, self.apf0 = 0.0, 0.0, apf(cluster)
-
-    def begin(self, t0: float | None = None, cpu0: float | None = None) -> None:
-        self.t0 = time.monotonic() if t0 is None else t0
-        self.cpu0 = self.operator.proc()[0] if cpu0 is None else cpu0
-        self.apf0 = apf(self.cluster)
-
-    def end(self) -> Window:
-        now, counters = time.monotonic(), apf(self.cluster)
-        d = {k: counters[k] - self.apf0[k] for k in counters}
-        wait = d["wait_sum"] / d["wait_count"] * 1000 if d["wait_count"] else 0.0
-        return Window(
-            now - self.t0, self.operator.proc()[0] - self.cpu0, d["dispatched"], d["rejected"], wait
-        )
 
 
 # ------------------------------------------------------------------------------ one size
@@ -484,7 +232,9 @@ async def run_size(n: int, args: argparse.Namespace) -> Result:
         stage_base_models(s3)
         stage_adapters(s3)
         await create_world(kube, layout, s3)
-        token_config = await operator_identity(kube, cluster, work, FLOW_SCHEMA)
+        token_config = await operator_identity(
+            kube, cluster, work, FLOW_SCHEMA, args.priority_level
+        )
         t = time.monotonic()
         await create_adapters(kube, layout, range(n))
         print(f"    created {n} adapters in {time.monotonic() - t:.1f} s (parallel, 32 at once)")
@@ -504,6 +254,10 @@ async def run_size(n: int, args: argparse.Namespace) -> Result:
         meter = Meter(cluster, operator)
         began = operator.start()
         meter.begin(began, 0.0)
+        assert operator.process is not None
+        profiler = (
+            start_profile(operator.process.pid, work / "profile.txt") if args.profile else None
+        )
         keys = [layout.key(i) for i in range(n)]
         timeout = args.ready_timeout or 180 + n * 0.12
         pods_at: list[float] = []
@@ -515,6 +269,11 @@ async def run_size(n: int, args: argparse.Namespace) -> Result:
 
         ok = await adapters.until(all_ready, timeout)
         scratch = meter.end()
+        if profiler is not None:
+            profiler.wait(60)
+            print("    profile of the operator's first 30 s (py-spy, inclusive):")
+            for row in profile_summary(work / "profile.txt"):
+                print(f"      {row}")
         hwm = operator.proc()[1]
         f = result.figures
         f["scratch: start -> all Ready (s)"] = (
@@ -525,6 +284,12 @@ async def run_size(n: int, args: argparse.Namespace) -> Result:
         f["scratch: APF rejected / wait ms"] = f"{scratch.rejected:.0f} / {scratch.wait_ms:.1f}"
         f["scratch: CPU s per 1k adapters"] = f"{scratch.cpu / (n / 1000):.1f}"
         f["peak RSS MB (scratch)"] = f"{hwm / 2**20:.0f}"
+        passes = operator.reconciled("BaseModelPool")
+        adapter_s = operator.metric("lorapack_reconcile_duration_seconds_sum", "LoraAdapter")
+        f["scratch: pool passes / adapter passes"] = f"{passes:.0f} / {operator.reconciled():.0f}"
+        f["scratch: adapter pass mean (ms)"] = (
+            f"{adapter_s / max(1.0, operator.reconciled()) * 1000:.0f}"
+        )
         print(f"    scratch: {f['scratch: start -> all Ready (s)']} s", flush=True)
         if not ok:
             print(f"    not Ready: {adapters.diagnose(keys)}", flush=True)
@@ -627,6 +392,12 @@ def main() -> int:
     parser.add_argument(
         "--ready-timeout", type=float, default=0, help="seconds (0: 180 + 0.12 per adapter)"
     )
+    parser.add_argument(
+        "--priority-level",
+        default="workload-low",
+        help="APF priority level of the operator's requests (exempt: never queued or refused)",
+    )
+    parser.add_argument("--profile", action="store_true", help="py-spy the first 30 s")
     parser.add_argument("--keep", action="store_true", help="keep the work folders")
     args = parser.parse_args()
     results = []
