@@ -10,10 +10,11 @@ Cases and targets (issues 6 and 15):
   on loopback, >= 8x where S3 is tens of milliseconds away.
 
 Networks: loopback (every request costs CPU only, and 2 cores cap parallelism), then through
-`lorapack_testworld.faultproxy` with 20 ms added to every request (real S3 is that far away),
-and 20 ms plus a per-connection bandwidth cap (`--cap-mbps`, what one S3 connection gets). The
-proxy opens a fresh upstream connection per request and answers `Connection: close`, so both
-sides reconnect for every request (no keep-alive advantage for either).
+`lorapack_testworld.faultproxy` (its own process) with 20 ms added to every request (real S3
+is that far away), and 20 ms plus a per-connection bandwidth cap (`--cap-mbps`, what one S3
+connection gets). The proxy opens a fresh upstream connection per request and answers
+`Connection: close`, so both sides reconnect for every request (no keep-alive advantage for
+either); the added latency is per request, not per connection set-up.
 
 "sync" is everything the agent waits for: download, size/ETag (MD5) verification, fsync,
 read-only sealing and the atomic rename. An informational row adds sha256 verification (when
@@ -29,7 +30,9 @@ import asyncio
 import hashlib
 import os
 import shutil
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,13 +43,11 @@ from typing import Any
 
 import boto3
 from boto3.s3.transfer import TransferConfig as Boto3TransferConfig
-from botocore.config import Config
 from s3transfer.manager import TransferConfig, TransferManager
 
 from lorapack.agent.cache import AdapterCache
 from lorapack.api.podstate import DesiredAdapter, FileSpec, S3Location
 from lorapack.clients.s3 import ObjectInfo, S3Client, S3Settings
-from lorapack_testworld.faultproxy import Fault, FaultProxy
 from lorapack_testworld.s3server import S3Server, start_s3_server
 
 MiB = 2**20
@@ -164,21 +165,16 @@ class Net:
     small_target: float
 
     def boto3(self, server: S3Server) -> Any:
-        """A plain boto3 client for this endpoint, configured as S3Server.client's."""
+        """A plain boto3 client for this endpoint, with S3Server.client's configuration."""
+        if self.endpoint == server.endpoint:
+            return server.client()
         session = boto3.session.Session(
             aws_access_key_id=server.access_key,
             aws_secret_access_key=server.secret_key,
             region_name=server.region,
         )
-        return session.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            config=Config(
-                s3={"addressing_style": "path"},
-                retries={"mode": "standard", "total_max_attempts": 3},
-                max_pool_connections=16,
-            ),
-        )
+        config = server.client().meta.config
+        return session.client("s3", endpoint_url=self.endpoint, config=config)
 
     def settings(self, server: S3Server) -> S3Settings:
         return server.settings(endpoint=self.endpoint)
@@ -345,17 +341,39 @@ def print_table(rows: list[Row]) -> None:
         )
 
 
-def networks(server: S3Server, args: argparse.Namespace) -> Iterator[tuple[Net, FaultProxy | None]]:
-    """Loopback, then +latency, then +latency and a per-connection bandwidth cap."""
+def networks(
+    server: S3Server, args: argparse.Namespace
+) -> Iterator[tuple[Net, subprocess.Popen[bytes] | None]]:
+    """Loopback, then +latency, then +latency and a per-connection bandwidth cap. The proxy is
+    a process of its own: in this one it would take the GIL from the sync (which is CPU-bound)
+    and not from the sequential baseline (which waits), skewing the ratio."""
     yield Net("loopback", server.endpoint, 3.0), None
     ms = args.latency_ms
-    shapes: list[tuple[str, float | None]] = [(f"+{ms:g} ms/request", None)]
+    shapes: list[tuple[str, float]] = [(f"+{ms:g} ms/request", 0.0)]
     if args.cap_mbps:
         shapes.append((f"+{ms:g} ms, {args.cap_mbps:g} MB/s/conn", args.cap_mbps * 1e6))
     for label, cap in shapes:
-        proxy = FaultProxy(server.endpoint).start()
-        proxy.add(Fault(status=0, latency=ms / 1000, times=None, bandwidth=cap))
-        yield Net(label, proxy.endpoint, 8.0), proxy
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        proxy = subprocess.Popen(
+            [
+                sys.executable, "-m", "lorapack_testworld.faultproxy",
+                "--upstream", server.endpoint, "--port", str(port),
+                "--latency", str(ms / 1000), "--bandwidth", str(cap), "--every-method",
+            ],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 20
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.monotonic() > deadline or proxy.poll() is not None:
+                proxy.kill()
+                raise RuntimeError(f"the fault proxy did not listen on {port}")
+            time.sleep(0.1)
+        yield Net(label, f"http://127.0.0.1:{port}", 8.0), proxy
 
 
 def main() -> int:
@@ -391,7 +409,8 @@ def main() -> int:
                 )
             finally:
                 if proxy is not None:
-                    proxy.stop()
+                    proxy.terminate()
+                    proxy.wait(10)
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)

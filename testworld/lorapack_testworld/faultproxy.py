@@ -340,12 +340,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--slowdown", type=int, default=0, help="503 SlowDown this many GETs")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to each GET")
+    parser.add_argument(
+        "--bandwidth", type=float, default=0.0, help="bytes/s per answer to a GET (0: no cap)"
+    )
+    parser.add_argument(
+        "--every-method",
+        action="store_true",
+        help="--latency and --bandwidth apply to every request (HEAD, PUT, ...), not only GETs",
+    )
     args = parser.parse_args(argv)
     proxy = FaultProxy(args.upstream, port=args.port).start()
     if args.slowdown:
         proxy.add(Fault(status=503, code="SlowDown", times=args.slowdown, method="GET"))
-    if args.latency:
-        proxy.add(Fault(status=0, latency=args.latency, times=None, method="GET"))
+    if args.latency or args.bandwidth:
+        proxy.add(
+            Fault(
+                status=0,
+                latency=args.latency,
+                bandwidth=args.bandwidth or None,
+                times=None,
+                method=None if args.every_method else "GET",
+            )
+        )
     print(f"fault proxy on {proxy.endpoint} -> {args.upstream} (Ctrl-C stops it)", flush=True)
     try:
         while True:
