@@ -59,14 +59,23 @@ class Served:
                 return last
             time.sleep(1)
         pods = self.cluster.kubectl("get", "pods", "-A", "-o", "wide", check=False).stdout
+        adapter = svc = ""
         events = self.cluster.kubectl(
             "get", "events", "-n", self.ns, "--sort-by=.lastTimestamp", check=False
         ).stdout
         op = self.cluster.kubectl(
             "logs", "-n", self.ns, "deploy/lorapack", "--tail=40", check=False
         ).stdout
+        try:
+            adapter = json.dumps(self.get("loraadapter", ADAPTER).get("status"))[-1500:]
+            svc = json.dumps(self.get("service", ADAPTER)["spec"])
+            reply = self.chat(ADAPTER, ADAPTER)
+            answer = f"{reply.status_code} {reply.text[:300]}"
+        except Exception as exc:  # diagnostics only
+            answer = repr(exc)
         pytest.fail(
-            f"timed out after {timeout:.0f} s waiting for {what}\n{pods}\n{events[-3000:]}\n"
+            f"timed out after {timeout:.0f} s waiting for {what}\nadapter status: {adapter}\n"
+            f"service: {svc}\nchat: {answer}\n{pods}\n{events[-1500:]}\n"
             f"--- operator ---\n{op}\n--- kubelet ---\n{self.node.log_tail('kubelet', 20)}"
         )
 
@@ -215,10 +224,14 @@ def _pod(env: Served) -> dict[str, Any]:
 
 def test_pool_pod_on_the_real_node_serves_the_adapter_through_kube_proxy(env: Served) -> None:
     env.wait("the adapter Ready and answering through its ClusterIP Service", env.served, 300)
-    pod = _pod(env)
+
+    def pod_ready() -> dict[str, Any] | None:
+        pod = _pod(env)
+        gates = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
+        return pod if gates[labels.SYNCED_CONDITION] == gates["Ready"] == "True" else None
+
+    pod = env.wait("the pool pod Ready with its readiness gate", pod_ready, 120)
     assert pod["spec"]["nodeName"].startswith("realnode")
-    gate = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
-    assert gate[labels.SYNCED_CONDITION] == "True" and gate["Ready"] == "True", gate
     reply = env.chat(ADAPTER, ADAPTER)
     assert reply.json()["model"] == ADAPTER
     # The pool Service (base-model traffic), through kube-proxy as well.

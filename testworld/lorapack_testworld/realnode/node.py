@@ -23,7 +23,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from lorapack_testworld.devcluster import DevCluster
+from lorapack_testworld.devcluster import SERVICE_CIDR, DevCluster
 from lorapack_testworld.devcluster.processes import free_port
 from lorapack_testworld.devcluster.tools import cache_root
 from lorapack_testworld.paths import REPO_ROOT
@@ -145,6 +145,11 @@ class RealNode:
         self._start_kubelet()
         self._wait("node registered", self._node_exists, 90, "kubelet")
         self._advertise_gpu()
+        # A route for the Service range (the namespace has no default route): connect() needs
+        # one before kube-proxy's DNAT in OUTPUT sends the packet to a pod on the bridge.
+        subprocess.run(
+            ["ip", "route", "replace", SERVICE_CIDR, "dev", "lo"], check=True, capture_output=True
+        )
         self._start_kube_proxy()
         self._wait("node Ready", self._node_ready, 120, "kubelet")
 
