@@ -64,13 +64,14 @@ node-tools:  ## build or reuse kubelet, kube-proxy, containerd; install runc, CN
 	hack/realnode/build-node.sh
 
 test-realnode: venv tools artifacts image testworld-image node-tools  ## the real-node tier (kubelet + containerd in a network namespace)
-	LORAPACK_REALNODE=1 $(PY) -m pytest tests/realnode $(PYTEST_ARGS)
+	hack/realnode/in-netns.sh env LORAPACK_REALNODE=1 $(PY) -m pytest tests/realnode $(PYTEST_ARGS)
 
 test-unit: venv  ## fast tiers only: unit and component tests
 	$(PY) -m pytest tests/unit tests/component $(PYTEST_ARGS)
 
-test: verify lint typecheck tools artifacts image  ## everything CI runs: checks, unit, component, integration, contract
+test: verify lint typecheck tools artifacts image testworld-image node-tools  ## everything CI runs: checks, every tier, then the real-node tier
 	LORAPACK_REQUIRE_CLUSTER=1 $(PY) -m pytest tests $(PYTEST_ARGS)
+	hack/realnode/in-netns.sh env LORAPACK_REALNODE=1 $(PY) -m pytest tests/realnode -m realnode $(PYTEST_ARGS)
 
 test-integration: venv tools artifacts  ## the integration tier (real control plane, S3 server, engines)
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)

@@ -18,6 +18,9 @@ NODE_IP=${LORAPACK_REALNODE_NODE_IP:-10.250.255.1}
 NODE_NAME=${LORAPACK_REALNODE_NODE_NAME:-realnode-0}
 CGROUP_ROOT=${LORAPACK_REALNODE_CGROUP_ROOT:-lorapack-realnode}
 
+if ((EUID != 0)); then   # namespaces, mounts and the kubelet need root
+    exec sudo --preserve-env "$0" "$@"
+fi
 if [[ "${LORAPACK_REALNODE_NETNS:-}" != 1 ]]; then
     # The kubelet's cgroupRoot must exist in every hierarchy before it starts.
     for h in /sys/fs/cgroup/*/; do

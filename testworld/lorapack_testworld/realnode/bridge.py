@@ -159,8 +159,18 @@ class Bridge:
         async def stop() -> None:
             for server in self._servers:
                 server.close()
-            for writer in list(self._writers):
+            writers = list(self._writers)
+            for writer in writers:
                 writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    asyncio.gather(*(w.wait_closed() for w in writers), return_exceptions=True), 5
+                )
+            current = asyncio.current_task()
+            tasks = [t for t in asyncio.all_tasks() if t is not current]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
         with contextlib.suppress(Exception):
             self._run(stop())
