@@ -223,3 +223,15 @@ def test_file_bytes_cover_the_tensors_and_grow_with_params(
 def test_public_surface() -> None:
     for name in adapters.__all__:
         assert hasattr(adapters, name), name
+
+
+def test_a_backtracking_rank_pattern_is_not_evaluated() -> None:
+    """rank_pattern keys are teams' regular expressions: one shaped for catastrophic
+    backtracking would hang the pass (Python's re has no timeout), so it is never run."""
+    from lorapack.sizing.adapters import _pattern_matches
+
+    # Evaluated, the first would run for hours (the test's timeout fails it).
+    assert not _pattern_matches("(a+)+b", "a" * 40)
+    assert not _pattern_matches("(x|y*){2,}z", "y" * 40)
+    assert _pattern_matches(r"layers\.\d+\.mlp\.up_proj", "model.layers.3.mlp.up_proj")
+    assert _pattern_matches("q_proj", "model.layers.0.self_attn.q_proj")

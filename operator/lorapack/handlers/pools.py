@@ -32,6 +32,7 @@ from lorapack.handlers.runtime import Runtime
 from lorapack.issues import Issue
 from lorapack.keys import key_of, object_key
 from lorapack.manifests.network import API_KEY_BYTES, parse_namespace_selector
+from lorapack.planning.baseconfig import parse_base_config
 from lorapack.planning.basemodel import check_base_model_files
 from lorapack.planning.pods import PodObservation
 from lorapack.reconcilers.pool import PoolOutcome, reconcile_pool
@@ -106,7 +107,14 @@ async def pool_checks(rt: Runtime, pool: BaseModelPool) -> tuple[Issue, ...]:
             keys = await rt.s3.list_base_model(pool)
             issues += check_base_model_files(keys, source.uri)
             if not issues and any(k.endswith("/config.json") or k == "config.json" for k in keys):
-                state.base_config = await rt.s3.read_base_model_file(pool, "config.json")
+                raw = await rt.s3.read_base_model_file(pool, "config.json")
+                issues += parse_base_config(raw)[1]  # InvalidBaseModelConfig: pre-flight needs it
+                first = state.base_config is None
+                state.base_config = raw
+                if first:
+                    # Adapters validated before the base config was known get their shape
+                    # checks now, not at their next resync.
+                    rt.wake_adapters(rt.adapters_of_base(pool.spec.base_model.name))
         except ArtifactNotFound as err:
             issues.append(Issue(c.BASE_MODEL_NOT_FOUND, f"{source.uri}: {err.message}"))
         except RetryableError as err:

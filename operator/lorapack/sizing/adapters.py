@@ -143,10 +143,19 @@ def _module_path(module: str, layer: int) -> str:
     return f"model.layers.{layer}.{block}.{module}"
 
 
+# A quantified group that itself holds a quantifier ("(a+)+", "(.*)*", "(x|y*){2,}"): the shape
+# of catastrophic backtracking. rank_pattern keys come from teams' files, and Python's `re` has
+# no time limit, so such keys are not evaluated (and long ones neither).
+_NESTED_QUANTIFIER = re.compile(r"\([^()]*[*+?}][^()]*\)\s*[*+{]")
+_MAX_PATTERN = 256
+
+
 def _pattern_matches(pattern: str, path: str) -> bool:
     # PEFT's rank_pattern keys match a module path by suffix, and may be regular expressions.
     if path == pattern or path.endswith(f".{pattern}"):
         return True
+    if len(pattern) > _MAX_PATTERN or _NESTED_QUANTIFIER.search(pattern):
+        return False
     try:
         return re.fullmatch(rf"(.*\.)?(?:{pattern})", path) is not None
     except re.error:
