@@ -44,6 +44,7 @@ ip link set lo up
 ip addr add "$NODE_IP/32" dev lo
 
 fake=$(mktemp -d /tmp/lorapack-realnode-sysctl.XXXXXX)
+trap 'rm -rf "$fake"' EXIT
 # The API server dials the kubelet by node name (logs, exec): resolve it here only.
 { cat /etc/hosts; echo "$NODE_IP $NODE_NAME"; } >"$fake/hosts"
 mount --bind "$fake/hosts" /etc/hosts
@@ -59,5 +60,4 @@ export LORAPACK_REALNODE_NODE_IP=$NODE_IP LORAPACK_REALNODE_NODE_NAME=$NODE_NAME
     LORAPACK_REALNODE_CGROUP_ROOT=$CGROUP_ROOT
 rc=0
 "$@" || rc=$?
-rm -rf "$fake"
 exit $rc

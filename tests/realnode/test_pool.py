@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -46,6 +48,9 @@ class Served:
     node: RealNode
     ns: str
     key: str
+    s3: S3Server
+    endpoint: str
+    bucket: str
 
     def wait(self, what: str, check: Callable[[], Any], timeout: float = 180) -> Any:
         deadline = time.monotonic() + timeout
@@ -137,7 +142,7 @@ def served(
         s3_server.upload_folder(bucket, f"{ADAPTER}/", artifacts.adapters["r8"].path)
         _install_chart(devcluster, ns, workdir)
         devcluster.apply_objects(_objects(ns, s3_server, f"http://{s3}", bucket))
-        env = Served(devcluster, real_node, ns, "")
+        env = Served(devcluster, real_node, ns, "", s3_server, f"http://{s3}", bucket)
         env.wait("the engine key Secret", lambda: env.get("secret", f"{POOL}-engine-key"), 120)
         key = env.get("secret", f"{POOL}-engine-key")["data"]["api-key"]
         env.key = base64.b64decode(key).decode()
@@ -179,12 +184,25 @@ def _objects(ns: str, s3: S3Server, endpoint: str, bucket: str) -> list[dict[str
         "metadata": {"name": "pool-s3", "namespace": ns},
         "data": {k: base64.b64encode(v.encode()).decode() for k, v in creds.items()},
     }
-    pool = {
+    pool = _pool(ns, POOL, {"s3": {"uri": "s3://models/tiny-llama/"}}, s3, endpoint, bucket)
+    adapter = {
+        "apiVersion": "lorapack.io/v1alpha1",
+        "kind": "LoraAdapter",
+        "metadata": {"name": ADAPTER, "namespace": ns},
+        "spec": {"baseModel": BASE_MODEL, "source": {"s3": {"uri": f"s3://{bucket}/{ADAPTER}/"}}},
+    }
+    return [secret, pool, adapter]
+
+
+def _pool(
+    ns: str, name: str, source: dict[str, Any], s3: S3Server, endpoint: str, bucket: str
+) -> dict[str, Any]:
+    return {
         "apiVersion": "lorapack.io/v1alpha1",
         "kind": "BaseModelPool",
-        "metadata": {"name": POOL, "namespace": ns},
+        "metadata": {"name": name, "namespace": ns},
         "spec": {
-            "baseModel": {"name": BASE_MODEL, "source": {"s3": {"uri": "s3://models/tiny-llama/"}}},
+            "baseModel": {"name": BASE_MODEL, "source": source},
             "engine": {
                 "image": image_ref(TESTWORLD, lorapack.__version__),
                 "maxLoras": 2,
@@ -209,17 +227,10 @@ def _objects(ns: str, s3: S3Server, endpoint: str, bucket: str) -> list[dict[str
             },
         },
     }
-    adapter = {
-        "apiVersion": "lorapack.io/v1alpha1",
-        "kind": "LoraAdapter",
-        "metadata": {"name": ADAPTER, "namespace": ns},
-        "spec": {"baseModel": BASE_MODEL, "source": {"s3": {"uri": f"s3://{bucket}/{ADAPTER}/"}}},
-    }
-    return [secret, pool, adapter]
 
 
-def _pod(env: Served) -> dict[str, Any]:
-    return env.get("pod", f"{POOL}-0")
+def _pod(env: Served, pool: str = POOL) -> dict[str, Any]:
+    return env.get("pod", f"{pool}-0")
 
 
 def test_pool_pod_on_the_real_node_serves_the_adapter_through_kube_proxy(env: Served) -> None:
@@ -273,3 +284,71 @@ def test_engine_kill_pod_delete_and_kubelet_restart_recover_by_themselves(env: S
     env.node.restart("kubelet")
     env.wait("the adapter served after the kubelet restart", env.served, 180)
     assert env.ready_condition()["status"] == "True"
+
+
+def test_pvc_model_source_is_served_with_its_sub_path(
+    env: Served, artifacts: ArtifactIndex
+) -> None:
+    # The S3 pool goes (the node has one GPU); a pool whose weights are on a PVC takes over.
+    env.cluster.kubectl("delete", "basemodelpool", POOL, "-n", env.ns, timeout=120)
+    env.wait("the S3 pool's pod gone", lambda: not _pods(env, POOL), 120)
+    # A node folder readable by uid 65532 (pytest's own tmp folders are root-only).
+    folder = Path(tempfile.mkdtemp(prefix="lorapack-realnode-pv-", dir="/tmp"))
+    try:
+        folder.chmod(0o755)
+        shutil.copytree(artifacts.model.path, folder / "tiny-llama")
+        subprocess.run(["chmod", "-R", "a+rX", str(folder)], check=True)
+        env.cluster.apply_objects(_local_volume(env.ns, folder))
+        pool = "tiny-pvc"
+        source = {"pvc": {"claimName": "weights", "subPath": "tiny-llama"}}
+        env.cluster.apply_objects([_pool(env.ns, pool, source, env.s3, env.endpoint, env.bucket)])
+        env.wait("the PVC pool's key", lambda: env.get("secret", f"{pool}-engine-key"), 120)
+        key = env.get("secret", f"{pool}-engine-key")["data"]["api-key"]
+        env.key = base64.b64decode(key).decode()
+        env.wait("the adapter served from the PVC pool", env.served, 300)
+        pod = _pod(env, pool)
+        assert pod["spec"]["nodeName"].startswith("realnode")
+        # vLLM serves /models/base: the sub folder is what the engine container sees there.
+        seen = env.cluster.kubectl(
+            "exec", "-n", env.ns, f"{pool}-0", "-c", "vllm", "--", "cat", "/models/base/config.json"
+        ).stdout
+        assert seen == (folder / "tiny-llama" / "config.json").read_text()
+    finally:
+        env.cluster.kubectl("delete", "basemodelpool", "tiny-pvc", "-n", env.ns, check=False)
+        env.cluster.kubectl("delete", "pv", f"{env.ns}-weights", "--wait=false", check=False)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _pods(env: Served, pool: str) -> list[str]:
+    out = env.cluster.kubectl("get", "pods", "-n", env.ns, "-l", f"lorapack.io/pool={pool}", "-o",
+                              "name").stdout  # fmt: skip
+    return out.split()
+
+
+def _local_volume(ns: str, folder: Path) -> list[dict[str, Any]]:
+    """A hostPath PersistentVolume on the node's folder, pre-bound to the claim `weights`."""
+    pv = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": f"{ns}-weights"},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadOnlyMany"],
+            "storageClassName": "realnode-local",
+            "persistentVolumeReclaimPolicy": "Retain",
+            "hostPath": {"path": str(folder), "type": "Directory"},
+            "claimRef": {"namespace": ns, "name": "weights"},
+        },
+    }
+    pvc = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "weights", "namespace": ns},
+        "spec": {
+            "accessModes": ["ReadOnlyMany"],
+            "storageClassName": "realnode-local",
+            "volumeName": f"{ns}-weights",
+            "resources": {"requests": {"storage": "1Gi"}},
+        },
+    }
+    return [pv, pvc]
