@@ -9,6 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export LORAPACK_CACHE ?= $(HOME)/.cache/lorapack
 PYTEST_ARGS ?=
+ENGINE ?= double
 
 .PHONY: help venv fmt lint typecheck test test-unit test-integration test-contract manifests \
         verify demo demo-down cluster-up cluster-down tools vllm-env artifacts bench vllm-lock clean \
@@ -85,8 +86,8 @@ cluster-up: venv tools  ## start the local control plane with simulated GPU node
 cluster-down: venv  ## stop the local control plane
 	$(PY) -m lorapack_testworld.devcluster down
 
-demo: venv tools artifacts  ## the newcomer's tour: cluster, S3, operator, three teams' adapters
-	$(PY) -m lorapack_testworld.demo up
+demo: venv tools artifacts  ## the newcomer's tour (ENGINE=vllm: the real vLLM CPU engine serves the adapters)
+	$(PY) -m lorapack_testworld.demo up --engine $(ENGINE)
 
 demo-down: venv  ## stop everything the demo started
 	$(PY) -m lorapack_testworld.demo down

@@ -99,11 +99,21 @@ def up(args: argparse.Namespace) -> int:
         return 1
     started = time.monotonic()
     steps = iter(range(1, 5))
+    # --engine vllm: the pool's pods run the real vLLM CPU engine instead of the double.
+    real_pools = tuple(
+        d["metadata"]["name"]
+        for d in _documents(PLACEHOLDER_ENDPOINT)
+        if d["kind"] == "BaseModelPool" and args.engine == "vllm"
+    )
+    timeout = args.timeout or (900.0 if real_pools else 180.0)
     stack = Stack.start(
         run,
         detach=True,
         log=lambda text: _say(f"[{next(steps, 4)}/6] {text[0].upper()}{text[1:]} ..."),
+        real_engine_pools=real_pools,
     )
+    if real_pools:
+        _say(f"      engine: the real vLLM CPU engine for pool(s) {', '.join(real_pools)}")
     cluster = stack.cluster
     kubeconfig = cluster.kubeconfig
     nodes = cluster.get_json("nodes", "-l", "nvidia.com/gpu.product=NVIDIA-L20")["items"]
@@ -131,7 +141,7 @@ def up(args: argparse.Namespace) -> int:
 
     _say("[6/6] Waiting for the adapters to be validated, placed, downloaded and loaded ...")
     seen: dict[str, str] = {}
-    deadline = time.monotonic() + args.timeout
+    deadline = time.monotonic() + timeout
     items: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
         items = cluster.get_json("loraadapters", "-A")["items"]
@@ -151,7 +161,7 @@ def up(args: argparse.Namespace) -> int:
             break
         time.sleep(0.5)
     else:
-        _say(f"Not everything settled in {args.timeout:.0f} s; see {run / 'operator.log'}")
+        _say(f"Not everything settled in {timeout:.0f} s; see {run / 'operator.log'}")
     _report(cluster, items, world)
     _say("")
     _say("The demo keeps running. Try it yourself:")
@@ -242,7 +252,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lorapack_testworld.demo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     start = sub.add_parser("up", help="start the demo")
-    start.add_argument("--timeout", type=float, default=180.0)
+    start.add_argument(
+        "--timeout", type=float, default=None, help="seconds to wait (180; 900 with vllm)"
+    )
+    start.add_argument(
+        "--engine",
+        choices=["double", "vllm"],
+        default="double",
+        help="engine of the pool's pods: the fast double, or the real vLLM CPU engine",
+    )
     start.set_defaults(run=up)
     sub.add_parser("down", help="stop the demo").set_defaults(run=down)
     args = parser.parse_args(argv)
