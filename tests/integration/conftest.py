@@ -116,10 +116,16 @@ def start_world(kubeconfig: Path, artifacts: ArtifactIndex, workdir: Path) -> di
     return {**info, "proc": proc, "workdir": workdir}
 
 
-def start_operator(kubeconfig: Path, workdir: Path, env: dict[str, str] | None = None) -> Proc:
-    """`lorapack run --standalone` against a cluster, with short periods for tests."""
+def start_operator(
+    kubeconfig: Path,
+    workdir: Path,
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = ("--standalone",),
+    log_name: str = "operator.log",
+) -> Proc:
+    """`lorapack run --standalone` (or `args`) against a cluster, with short periods for tests."""
     proc = Proc(
-        [sys.executable, "-m", "lorapack.cli", "run", "--standalone"],
+        [sys.executable, "-m", "lorapack.cli", "run", *args],
         _python_env(
             {
                 "KUBECONFIG": str(kubeconfig),
@@ -131,7 +137,7 @@ def start_operator(kubeconfig: Path, workdir: Path, env: dict[str, str] | None =
                 **(env or {}),
             }
         ),
-        workdir / "operator.log",
+        workdir / log_name,
     )
     proc.start()
     time.sleep(1.0)

@@ -68,6 +68,8 @@ class Gateway:
         self._counter = itertools.count()
         self._runner: web.AppRunner | None = None
         self._client = httpx.AsyncClient(timeout=60.0)
+        self._route_cache: dict[tuple[str, str], dict[str, tuple[str, str]]] = {}
+        self._key_cache: dict[tuple[str, str], str | None] = {}
         self.url = ""
 
     async def endpoints(self, namespace: str, service: str) -> list[str]:
@@ -108,7 +110,11 @@ class Gateway:
                 {"error": f"no route for {request.method} /{rest}: only inference paths"},
                 status=404,
             )
-        routes = await self._routes(namespace, service)
+        try:
+            routes = await self._routes(namespace, service)
+            self._route_cache[(namespace, service)] = routes
+        except Exception:  # the API server is down: kube-proxy keeps its last rules too
+            routes = self._route_cache.get((namespace, service), {})
         if not routes:
             return web.json_response(
                 {"error": f"no ready endpoints for Service {namespace}/{service}"}, status=503
@@ -120,12 +126,19 @@ class Gateway:
             return web.json_response({"error": f"no pod process for {ip}"}, status=502)
         body = await request.read()
         headers = {"Content-Type": request.headers.get("Content-Type", "application/json")}
-        key = await self._engine_key(*routes[ip])
+        try:
+            key = await self._engine_key(*routes[ip])
+            self._key_cache[routes[ip]] = key
+        except Exception:  # as above: the last key read
+            key = self._key_cache.get(routes[ip])
         if key is not None:
             headers["Authorization"] = f"Bearer {key}"
-        upstream = await self._client.request(
-            request.method, f"{target}/{rest}", content=body, headers=headers
-        )
+        try:
+            upstream = await self._client.request(
+                request.method, f"{target}/{rest}", content=body, headers=headers
+            )
+        except httpx.HTTPError as err:  # the engine is restarting: what a client of kube-proxy sees
+            return web.json_response({"error": f"{ip}: {err!r}"}, status=502)
         return web.Response(
             status=upstream.status_code,
             body=upstream.content,

@@ -157,6 +157,7 @@ def _gather(rt: Runtime, adapter: LoraAdapter) -> AdapterWorld:
         endpoint=endpoint_url(adapter, rt.config.service_port, headless=headless),
         now=now_rfc3339(),
         base_configs=base_configs,
+        last_written=rt.adapter_statuses.get(key),
     )
 
 
@@ -179,6 +180,7 @@ async def adapter_work(rt: Runtime, key: str) -> float | None:
     if found is None:
         rt.validations.forget(key)
         rt.placements.forget(key)
+        rt.adapter_statuses.forget(key)
         if rt.queue is not None:
             rt.queue.forget(key)
         return None
@@ -222,6 +224,8 @@ async def _pass(rt: Runtime, key: str, adapter: LoraAdapter) -> float:
     _seed_from_status(rt, key, adapter)
     world = _gather(rt, adapter)
     outcome: AdapterOutcome = await reconcile_adapter(world, rt.s3, KubeWriter(rt.kube))
+    if outcome.written:
+        rt.adapter_statuses.record(key, outcome.status.wire())
     if outcome.checked:
         old = world.last
         rt.validations.record(key, outcome.validation, rt.pools_version)

@@ -245,11 +245,14 @@ async def run_pass(pool_body: kopf.Body, rt: Runtime) -> float:
     if outcome.owned_applied:
         state.owned_generation = pool.metadata.generation
     current = BaseModelPoolStatus.model_validate(pool_body.get("status") or {})
-    if outcome.status.wire() != current.wire():
+    wire = outcome.status.wire()
+    last = rt.pool_statuses.get(key)  # the watched body can lag our own last write
+    if wire != current.wire() or (last is not None and wire != last):
         await writer.patch_status(
             labels.API_VERSION, labels.POOL_KIND, pool.metadata.namespace,
-            pool.metadata.name, outcome.status.wire(),
+            pool.metadata.name, wire,
         )  # fmt: skip
+        rt.pool_statuses.record(key, wire)
     rt.wake_adapters(rt.placements.publish(outcome.placements))
     _publish_metrics(key, world, outcome.status)
     return 2.0 if outcome.retry else rt.config.resync_seconds
@@ -345,5 +348,6 @@ def pool_deleted(
         )
     rt.pool_wakers.pop(key, None)
     rt.pools.pop(key, None)
+    rt.pool_statuses.forget(key)
     _pool_changed(rt, _bases(body))
     rt.wake_adapters(attached)

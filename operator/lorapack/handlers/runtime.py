@@ -24,6 +24,7 @@ from lorapack.handlers.state import (
     ReportStore,
     ValidationStore,
     Waker,
+    WrittenStatuses,
 )
 from lorapack.handlers.workqueue import WorkQueue
 
@@ -77,6 +78,8 @@ class Runtime:
     pool_wakers: dict[str, Waker] = field(default_factory=dict)
     claims: Claims = field(default_factory=Claims)
     reports: ReportStore = field(default_factory=ReportStore)
+    adapter_statuses: WrittenStatuses = field(default_factory=WrittenStatuses)
+    pool_statuses: WrittenStatuses = field(default_factory=WrittenStatuses)
     fingerprints: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     """adapter key -> what placement reads of it, to wake pools only when that changed."""
     pools_version: int = 0

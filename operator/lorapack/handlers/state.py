@@ -14,6 +14,7 @@ import asyncio
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from lorapack.api.podstate import DesiredState
 from lorapack.issues import Issue
@@ -202,3 +203,23 @@ class ReportStore:
     def forget(self, uids: Iterable[str]) -> None:
         for uid in uids:
             self.entries.pop(uid, None)
+
+
+@dataclass
+class WrittenStatuses:
+    """object key -> the status (wire form) this process last wrote for it.
+
+    Compared besides the watched copy, which can lag our own writes: a status that flips and
+    flips back faster than the watch delivers the first write would otherwise be skipped as
+    "unchanged" and stay wrong in the cluster until the next resync."""
+
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.entries.get(key)
+
+    def record(self, key: str, wire: dict[str, Any]) -> None:
+        self.entries[key] = wire
+
+    def forget(self, key: str) -> None:
+        self.entries.pop(key, None)

@@ -51,6 +51,11 @@ class AdapterWorld:
     base_configs: Mapping[str, BaseConfig] = field(default_factory=dict)
     """pool key -> its base model's config.json, where the pool loop has read it (the
     tensors' shape checks)."""
+    last_written: Mapping[str, object] | None = None
+    """The status this process last wrote (wire form; None: none since start). The index
+    can lag our own write: after Ready -> Loading -> Ready in quick succession it may still
+    show the first Ready, and comparing with it alone would skip the second write and leave
+    Loading in the cluster until a resync."""
 
 
 @dataclass(frozen=True)
@@ -100,14 +105,17 @@ async def reconcile_adapter(
     )
     status = compute_adapter_status(adapter, _facts(world, result, artifact, waiting), world.now)
     current = adapter.status or LoraAdapterStatus()
-    written = status.wire() != current.wire()
+    wire = status.wire()
+    written = wire != current.wire() or (
+        world.last_written is not None and wire != world.last_written
+    )
     if written:
         await writer.patch_status(
             labels.API_VERSION,
             labels.ADAPTER_KIND,
             adapter.metadata.namespace,
             adapter.metadata.name,
-            status.wire(),
+            wire,
         )
     return AdapterOutcome(
         validation=result,

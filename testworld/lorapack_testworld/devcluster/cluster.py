@@ -95,6 +95,9 @@ class DevCluster:
         self.processes = list(processes)
         self._owns_workdir = owns_workdir
         self._popens = popens or {}
+        # name -> (argv, env, ports): what `restart` starts again; name -> its readiness check.
+        self._launch: dict[str, tuple[list[str], dict[str, str], tuple[int, ...]]] = {}
+        self._ready: dict[str, Callable[[], bool]] = {}
 
     # ----------------------------------------------------------------------------- start / stop
 
@@ -161,6 +164,8 @@ class DevCluster:
                 "HOME": str(work),  # kwok and friends read ~/.kwok, ~/.kube: keep them inside
                 "KWOK_WORKDIR": str(work / "kwok"),
             }
+            ports = tuple(ports)
+            self._launch[name] = (list(argv), env, ports)
             popen, record = spawn(name, argv, logs, env=env, ports=ports, detach=detach)
             self._popens[record.pid] = popen
             self.processes.append(record)
@@ -186,6 +191,7 @@ class DevCluster:
             (etcd_port, peer_port),
         )
         self._wait("etcd", lambda: _http_ok(f"{etcd_url}/health"))
+        self._ready["etcd"] = lambda: _http_ok(f"{etcd_url}/health")
 
         self.server = f"https://127.0.0.1:{api_port}"
         run(
@@ -223,6 +229,7 @@ class DevCluster:
         )
         ca = ssl.create_default_context(cafile=str(pki.ca_cert))
         self._wait("kube-apiserver", lambda: _http_ok(f"{self.server}/readyz", ca))
+        self._ready["kube-apiserver"] = lambda: _http_ok(f"{self.server}/readyz", ca)
 
         write_kubeconfig(self.kubeconfig, self.server, pki.ca_cert, pki.admin)
         kcm_config = write_kubeconfig(
@@ -306,6 +313,38 @@ class DevCluster:
         if crds_dir is not None:
             self.install_crds(crds_dir)
         self.add_nodes(nodes)
+
+    def restart(self, name: str, *, down_seconds: float = 0.0) -> float:
+        """Stop one component (SIGTERM, as a node reboot or an upgrade would) and start it again
+        with the same flags, ports and data; returns the seconds until it was ready again.
+        Only components this process started (not an attached cluster's)."""
+        if name not in self._launch:
+            raise ClusterError(f"restart {name}: not started by this process")
+        argv, env, ports = self._launch[name]
+        index = next(i for i, r in enumerate(self.processes) if r.name == name)
+        began = time.monotonic()
+        # A killed process counts as stopped here (the API server may hold its watches past
+        # the grace period); anything else is a problem.
+        problems = [
+            p
+            for p in stop_processes([self.processes[index]], self._popens, grace=20.0)
+            if "sent SIGKILL" not in p
+        ]
+        if problems:
+            raise ClusterError(f"restart {name}: " + "; ".join(problems))
+        old = self._popens.pop(self.processes[index].pid, None)
+        if old is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                old.wait(timeout=10)  # reap it
+        time.sleep(down_seconds)
+        popen, record = spawn(name, argv, self.workdir / "logs", env=env, ports=ports)
+        self._popens[record.pid] = popen
+        self.processes[index] = record
+        self._save_state()
+        ready = self._ready.get(name)
+        if ready is not None:
+            self._wait(name, ready)
+        return time.monotonic() - began
 
     def stop(self) -> None:
         """Stop every process this cluster started (kwok first, etcd last) and check that none
