@@ -43,6 +43,7 @@ import math
 import random
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -238,7 +239,7 @@ async def run_size(n: int, args: argparse.Namespace) -> Result:
         t = time.monotonic()
         await create_adapters(kube, layout, range(n))
         print(f"    created {n} adapters in {time.monotonic() - t:.1f} s (parallel, 32 at once)")
-        sim = ScaleSim(kube, workers=16, heartbeat_seconds=30)
+        sim = ScaleSim(kube, workers=16, heartbeat_seconds=args.heartbeat_seconds)
         assign = Assignments()
         sim.on_desired = lambda pod, state: assign.update(
             pod, {a.adapter for a in state.adapters} if state is not None else set()
@@ -255,9 +256,13 @@ async def run_size(n: int, args: argparse.Namespace) -> Result:
         began = operator.start()
         meter.begin(began, 0.0)
         assert operator.process is not None
-        profiler = (
-            start_profile(operator.process.pid, work / "profile.txt") if args.profile else None
-        )
+        pid = operator.process.pid
+
+        async def profile_later() -> subprocess.Popen[bytes]:
+            await asyncio.sleep(args.profile_at)
+            return start_profile(pid, work / "profile.txt")
+
+        profiler = asyncio.ensure_future(profile_later()) if args.profile else None
         keys = [layout.key(i) for i in range(n)]
         timeout = args.ready_timeout or 180 + n * 0.12
         pods_at: list[float] = []
@@ -269,9 +274,11 @@ async def run_size(n: int, args: argparse.Namespace) -> Result:
 
         ok = await adapters.until(all_ready, timeout)
         scratch = meter.end()
-        if profiler is not None:
-            profiler.wait(60)
-            print("    profile of the operator's first 30 s (py-spy, inclusive):")
+        if profiler is not None and profiler.done():
+            profiler.result().wait(60)
+            print(
+                f"    profile of the operator, 30 s from {args.profile_at:g} s (py-spy, inclusive):"
+            )
             for row in profile_summary(work / "profile.txt"):
                 print(f"      {row}")
         hwm = operator.proc()[1]
@@ -397,7 +404,14 @@ def main() -> int:
         default="workload-low",
         help="APF priority level of the operator's requests (exempt: never queued or refused)",
     )
-    parser.add_argument("--profile", action="store_true", help="py-spy the first 30 s")
+    parser.add_argument(
+        "--heartbeat-seconds",
+        type=float,
+        default=30.0,
+        help="simulated agents re-report this often, as the agent's resync does (0: never)",
+    )
+    parser.add_argument("--profile", action="store_true", help="py-spy the operator for 30 s")
+    parser.add_argument("--profile-at", type=float, default=60.0, help="seconds after its start")
     parser.add_argument("--keep", action="store_true", help="keep the work folders")
     args = parser.parse_args()
     results = []
