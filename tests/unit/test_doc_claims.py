@@ -178,3 +178,20 @@ def test_flux_depends_on_names_a_kustomization() -> None:
     assert "Kustomization" in line
     assert "HelmRelease that installs" not in block
     assert "`dependsOn` waits for another *Kustomization*" in page
+
+
+def _adapter_reasons() -> list[str]:
+    """The reasons `api/conditions.py` lists for adapters (and both kinds), in source order."""
+    source = (ROOT / "operator/lorapack/api/conditions.py").read_text()
+    section = source[source.index("# Reasons shared") : source.index("# BaseModelPool reasons")]
+    return re.findall(r'^[A-Z_0-9]+: Final = "([A-Za-z]+)"', section, flags=re.MULTILINE)
+
+
+def test_every_adapter_reason_is_in_the_teams_reason_table() -> None:
+    """A team reading a Stalled adapter finds its reason in the table (Events-only reasons are
+    named below it)."""
+    page = (ROOT / "docs/teams.md").read_text()
+    table = page[page.index("## Condition reasons") :]
+    rows = set(re.findall(r"^\| `([A-Za-z]+)` \|", table, flags=re.MULTILINE))
+    missing = [r for r in _adapter_reasons() if r not in rows and f"`{r}` exists only" not in table]
+    assert not missing, f"docs/teams.md#condition-reasons lacks {missing}"

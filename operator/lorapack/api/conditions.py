@@ -61,9 +61,12 @@ dtypes, offsets) or lacks a tensor PEFT writes (lora_B next to lora_A)."""
 WEIGHTS_DO_NOT_FIT: Final = "WeightsDoNotFitBaseModel"
 """The tensors' shapes, layers or modules do not fit the pool's base model (its config.json)."""
 TOO_MANY_FILES: Final = "TooManyFiles"
+"""More objects under the adapter's prefix than lorapack lists and downloads for one adapter."""
 UNSAFE_PATH: Final = "UnsafeFilePath"
 """An object name that cannot be a file in the pods' cache ("..", absolute, backslash...)."""
-"""More objects under the adapter's prefix than lorapack lists and downloads for one adapter."""
+OBJECT_CHANGED: Final = "ObjectChanged"
+"""An object was replaced between its listing and its download (its ETag no longer matches):
+retried at once with a fresh listing (a StorageUnavailable kind of wait)."""
 
 # BaseModelPool reasons.
 PODS_STARTING: Final = "PodsStarting"

@@ -80,7 +80,7 @@ def map_s3_error(exc: BaseException, bucket: str | None, key: str | None = None)
         return StorageUnavailable(
             f"{where} changed since it was listed or while it was being downloaded (its ETag "
             "no longer matches the listing); the adapter is listed again and fetched anew",
-            reason="ObjectChanged",
+            reason=conditions.OBJECT_CHANGED,
             retry_after=1.0,
         )
     if isinstance(exc, ClientError):
@@ -108,7 +108,7 @@ def map_s3_error(exc: BaseException, bucket: str | None, key: str | None = None)
         if code == "PreconditionFailed" or status == 412:
             return StorageUnavailable(
                 f"{where} changed since it was listed; it is listed again and fetched anew",
-                reason="ObjectChanged",
+                reason=conditions.OBJECT_CHANGED,
                 retry_after=1.0,
             )
         what = "throttled" if code in _THROTTLED or status in (429, 503) else "failed"
