@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from lorapack.agent.cache import MANIFEST_NAME, AdapterCache
+from lorapack.agent.cache import AdapterCache
+from lorapack.agent.cachelayout import MANIFEST_NAME
 from lorapack.api.podstate import DesiredAdapter, FileSpec, S3Location
 from lorapack.clients.s3 import DownloadItem, ObjectInfo, PresignedItem
 from lorapack.errors import (

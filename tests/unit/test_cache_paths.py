@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lorapack.agent.cache import MANIFEST_NAME, validate_file_path
+from lorapack.agent.cachefiles import validate_file_path
+from lorapack.agent.cachelayout import MANIFEST_NAME
 from lorapack.errors import ArtifactRejected
 
 

@@ -14,7 +14,8 @@ again from the cache, nothing re-downloaded), operator downtime (the last desire
 being served) and its own restart (the cache is verified on disk, so nothing is re-downloaded).
 
 Called by `agent.main`, which wires the real engine client, cache, S3 and Kubernetes reporter;
-component tests wire in-memory fakes through the Protocols below.
+component tests wire in-memory fakes through the Protocols in lorapack.agent.ports; what it
+knows about each served name, and the rules over it, are in lorapack.agent.tracks.
 """
 
 from __future__ import annotations
@@ -24,116 +25,28 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Mapping
 
-from lorapack.api.loraadapter import PlacementState
-from lorapack.api.podstate import (
-    DesiredAdapter,
-    DesiredState,
-    ObservedAdapter,
-    ObservedState,
-    S3Location,
+from lorapack.agent.ports import CachePort, EnginePort, ReporterPort, S3Factory
+from lorapack.agent.tracks import (
+    Track,
+    digest_of_path,
+    fail,
+    is_synced,
+    now,
+    observed_adapters,
+    one_per_served_name,
+    transition,
 )
+from lorapack.api.loraadapter import PlacementState
+from lorapack.api.podstate import DesiredAdapter, DesiredState, ObservedState
 from lorapack.errors import LorapackError, RetryableError
 
-__all__ = ["Agent", "CachePort", "EnginePort", "LoadVerdict", "ReporterPort", "S3Factory"]
+__all__ = ["Agent"]
 
 log = logging.getLogger(__name__)
 
-
-class LoadVerdict(Protocol):
-    """What the engine client's LoadResult offers."""
-
-    @property
-    def outcome(self) -> str: ...
-    @property
-    def message(self) -> str: ...
-
-
-class EnginePort(Protocol):
-    """The vLLM engine in this pod (lorapack.clients.engine.EngineClient)."""
-
-    async def health(self) -> bool: ...
-    async def adapters(self) -> dict[str, str]: ...
-    async def load(self, name: str, path: str, *, inplace: bool = False) -> LoadVerdict: ...
-    async def unload(self, name: str) -> bool: ...
-    async def drain(self, name: str, *, timeout: float, poll: float = 0.2) -> bool: ...
-
-
-class CachePort(Protocol):
-    """The content-addressed adapter cache (lorapack.agent.cache.AdapterCache)."""
-
-    quota_bytes: int | None
-
-    def path_for(self, digest: str) -> Path: ...
-    def is_verified(self, digest: str) -> bool: ...
-    async def ensure(self, adapter: DesiredAdapter, *, s3: Any, allow_pickle: bool) -> Path: ...
-    def remove_unused(self, keep: Collection[str]) -> list[str]: ...
-
-
-class ReporterPort(Protocol):
-    """Writes the agent's report on its own Pod."""
-
-    async def report(self, state: ObservedState, synced: bool, message: str) -> None: ...
-
-
-S3Factory = Callable[[S3Location], Any]
-
 OK_OUTCOMES = ("loaded", "already_loaded")
-# Backoff after a failed download/load: quick first retries, then at most every 5 minutes.
-BACKOFF = (2.0, 5.0, 15.0, 60.0, 300.0)
-
-
-def one_per_served_name(
-    entries: Sequence[DesiredAdapter], tracks: Mapping[str, Any]
-) -> dict[str, DesiredAdapter]:
-    """served name -> the one entry the engine may serve under it. The operator never writes
-    two adapters under one name (the incumbent wins), but the engine keys adapters by name, so
-    a desired state that did would let one name answer for two teams: the agent keeps the entry
-    it already serves (same digest) or else the first, and logs the others."""
-    out: dict[str, DesiredAdapter] = {}
-    for entry in entries:
-        have = out.get(entry.served_name)
-        if have is None:
-            out[entry.served_name] = entry
-            continue
-        served = getattr(tracks.get(entry.served_name), "digest", None)
-        dropped = entry
-        if served == entry.digest and served != have.digest:
-            out[entry.served_name], dropped = entry, have
-        log.error(
-            "Desired state names %s twice: serving %s, not %s",
-            entry.served_name, out[entry.served_name].adapter, dropped.adapter,
-        )  # fmt: skip
-    return out
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def digest_of_path(path: str) -> str | None:
-    """The digest a cache folder name encodes ("sha256-<hex>" -> "sha256:<hex>")."""
-    name = Path(path).name
-    return "sha256:" + name.removeprefix("sha256-") if name.startswith("sha256-") else None
-
-
-@dataclass
-class _Track:
-    """What the agent knows about one served name."""
-
-    digest: str
-    state: PlacementState
-    since: str
-    message: str = ""
-    attempts: int = 0
-    retry_at: float = 0.0
-    download_ms: int | None = None
-    load_ms: int | None = None
 
 
 class Agent:
@@ -163,7 +76,7 @@ class Agent:
         self._on_pass = on_pass
         self._desired: DesiredState | None = None
         self._wake = asyncio.Event()
-        self._tracks: dict[str, _Track] = {}
+        self._tracks: dict[str, Track] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._healthy = False
         self._restarts = 0
@@ -198,20 +111,8 @@ class Agent:
             revision=desired.revision if desired is not None and synced else -1,
             engine_healthy=self._healthy,
             engine_restarts=self._restarts,
-            updated_at=_now(),
-            adapters=[
-                ObservedAdapter(
-                    served_name=name,
-                    digest=t.digest,
-                    state=t.state,
-                    since=t.since,
-                    message=t.message,
-                    attempts=t.attempts,
-                    download_ms=t.download_ms,
-                    load_ms=t.load_ms,
-                )
-                for name, t in sorted(self._tracks.items())
-            ],
+            updated_at=now(),
+            adapters=observed_adapters(self._tracks),
         )
 
     # -- the loop ----------------------------------------------------------------------------
@@ -320,32 +221,11 @@ class Agent:
 
         self._tasks[name] = asyncio.ensure_future(runner())
 
-    def _set(self, name: str, digest: str, state: PlacementState, message: str) -> _Track:
-        track = self._tracks.get(name)
-        if track is None or track.digest != digest or track.state != state:
-            same = track is not None and track.digest == digest
-            track = _Track(
-                digest=digest,
-                state=state,
-                since=_now(),
-                message=message,
-                attempts=track.attempts if track is not None and same else 0,
-                download_ms=track.download_ms if track is not None and same else None,
-                load_ms=track.load_ms if track is not None and same else None,
-            )
-            self._tracks[name] = track
-        else:
-            track.message = message
-        if state == "Loaded":
-            track.attempts = 0
-        return track
+    def _set(self, name: str, digest: str, state: PlacementState, message: str) -> Track:
+        return transition(self._tracks, name, digest, state, message)
 
     def _fail(self, name: str, digest: str, message: str) -> None:
-        track = self._set(name, digest, "Failed", message)
-        track.attempts += 1
-        delay = BACKOFF[min(track.attempts, len(BACKOFF)) - 1]
-        track.retry_at = time.monotonic() + delay
-        log.warning("Adapter %s (%s) failed: %s; retrying in %.0f s", name, digest, message, delay)
+        fail(self._tracks, name, digest, message)
 
     async def _bring_up(
         self, entry: DesiredAdapter, desired: DesiredState, current_path: str | None
@@ -435,18 +315,7 @@ class Agent:
         desired = self._desired
         if desired is None or not self._healthy:
             return False
-        for entry in self._wanted(desired).values():
-            track = self._tracks.get(entry.served_name)
-            if track is None or track.digest != entry.digest:
-                return False
-            if track.state not in ("Loaded", "Failed"):
-                return False
-        # An adapter no longer wanted is not synced until it is gone: its unload task may not
-        # have started yet (the track still says Loaded), so test membership, not the state.
-        wanted = {entry.served_name for entry in desired.adapters}
-        return not any(
-            name not in wanted or t.state == "Unloading" for name, t in self._tracks.items()
-        )
+        return is_synced(desired, self._wanted(desired), self._tracks)
 
     async def _report(self, message: str = "") -> None:
         # One report at a time, computed under the lock: two overlapping patches could land in

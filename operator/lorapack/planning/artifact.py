@@ -114,7 +114,7 @@ def file_path_problem(path: str) -> str | None:
     """Why an object name (relative to the adapter's prefix) cannot become a file in a pod's
     cache folder, or None: empty, absolute, an empty / "." / ".." component, a backslash, a
     control character, a component over 255 bytes. The agent refuses the same names
-    (agent.cache.validate_file_path); the pre-flight refuses them first."""
+    (agent.cachefiles.validate_file_path); the pre-flight refuses them first."""
     if not path:
         return "is empty"
     if "\\" in path:
