@@ -7,7 +7,8 @@ adapter; `lorapack plan` runs the same checks on local adapter_config.json files
 The rules mirror what vLLM 0.33.0 refuses when it loads an adapter (PEFTHelper.validate_legal
 and the weight loader; reference/vllm-lora-contract.md §5), so a bad adapter gets a condition
 saying what to change instead of a 500 from a pod, and a bad static adapter never stops a pod
-from starting. Messages name the field and the fix.
+from starting. Messages name the field and the fix. The adapter_config.json rules are in
+lorapack.planning.peftconfig; the files, the digest and the per-pool checks are here.
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ from lorapack.api.loraadapter import LoraAdapterSpec
 from lorapack.api.meta import parse_quantity
 from lorapack.errors import InvalidSpec
 from lorapack.issues import Issue
+from lorapack.planning.peftconfig import (
+    config_rank,
+    config_refusals,
+    config_target_modules,
+    unsupported,
+)
 from lorapack.sizing.adapters import ALL_LINEAR, resolve_target_modules
 from lorapack.sizing.catalog import lookup_model
 
@@ -47,8 +54,6 @@ CONFIG_FILE = "adapter_config.json"
 SAFETENSORS_FILE = "adapter_model.safetensors"
 # vLLM falls back to these, read through torch.load(weights_only=True) (§5.1).
 PICKLE_FILES = ("adapter_model.bin", "adapter_model.pt")
-# PEFT initialisations that rewrite the base weights; vLLM refuses them (§5.2).
-_REFUSED_INIT = ("pissa", "olora", "corda", "loftq")
 # Hub ids are "org/name"; PEFT records local paths (absolute, ./relative, ~) just as readily.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # A plain module name, as opposed to the regular expression PEFT also accepts as a string.
@@ -154,137 +159,6 @@ def _file_problems(files: Sequence[ArtifactFile]) -> list[Issue]:
     return []
 
 
-def _target_modules(config: Mapping[str, Any], problems: list[Issue]) -> tuple[str, ...]:
-    raw = config.get("target_modules")
-    if raw is None:
-        return ()  # reported as missing
-    if isinstance(raw, str):
-        return (raw,)
-    if isinstance(raw, list) and all(isinstance(t, str) for t in raw) and len(raw) <= 1024:
-        return tuple(sorted(raw))
-    problems.append(
-        _unsupported(
-            f"adapter_config.json target_modules is {_short(raw)}: it must be a list of module "
-            "names (or one regular expression string); re-save the adapter with PEFT's "
-            "save_pretrained"
-        )
-    )
-    return ()
-
-
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _unsupported(message: str) -> Issue:
-    return Issue(conditions.UNSUPPORTED_ADAPTER, message)
-
-
-def _positive_int(value: object) -> int | None:
-    # vLLM accepts only a true int (not 16.0, not True) for r and rank_pattern values.
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        return None
-    return value
-
-
-def _rank(config: Mapping[str, Any], problems: list[Issue]) -> int | None:
-    """max(r, rank_pattern values), or None (with a problem) when they are not ranks."""
-    raw = config.get("r")
-    rank = _positive_int(raw)
-    if rank is None:
-        problems.append(
-            _unsupported(
-                f"adapter_config.json r is {_short(raw)}: a LoRA rank must be a positive integer; "
-                "re-save the adapter with PEFT's save_pretrained"
-            )
-        )
-        return None
-    pattern = config.get("rank_pattern") or {}
-    if not isinstance(pattern, Mapping):
-        problems.append(
-            _unsupported(
-                "adapter_config.json rank_pattern must map module names to ranks: re-save the "
-                "adapter with PEFT's save_pretrained"
-            )
-        )
-        return None
-    for module, value in sorted(pattern.items()):
-        other = _positive_int(value)
-        if other is None:
-            problems.append(
-                _unsupported(
-                    f"adapter_config.json rank_pattern[{_short(module)}] is {_short(value)}: "
-                    "ranks must be positive integers"
-                )
-            )
-            return None
-        rank = max(rank, other)
-    return rank
-
-
-def _refusals(config: Mapping[str, Any]) -> list[Issue]:
-    """The adapter_config.json settings vLLM cannot serve (§5.2, §5.3)."""
-    problems: list[Issue] = []
-    peft_type = config.get("peft_type")
-    if peft_type is not None and str(peft_type).upper() != "LORA":
-        problems.append(
-            _unsupported(
-                f"peft_type is {_short(peft_type)}: vLLM serves only LoRA adapters; "
-                "train the adapter with peft.LoraConfig (peft_type LORA)"
-            )
-        )
-    if config.get("use_dora"):
-        problems.append(
-            _unsupported(
-                "use_dora is true: vLLM cannot serve DoRA adapters; retrain with use_dora=False"
-            )
-        )
-    bias = config.get("bias", "none")
-    if bias not in (None, "none"):
-        problems.append(
-            _unsupported(
-                f"bias is {_short(bias)}: vLLM serves only adapters without bias weights; "
-                "retrain with bias='none'"
-            )
-        )
-    if config.get("lora_bias"):
-        problems.append(
-            _unsupported(
-                "lora_bias is true: vLLM does not support LoRA bias; retrain with lora_bias=False"
-            )
-        )
-    to_save = config.get("modules_to_save")
-    if to_save:
-        problems.append(
-            _unsupported(
-                f"modules_to_save is {_short(to_save)}: vLLM cannot serve fully trained "
-                "extra modules of a causal LM; retrain with modules_to_save=None"
-            )
-        )
-    init = config.get("init_lora_weights")
-    if isinstance(init, str) and init.lower().startswith(_REFUSED_INIT):
-        problems.append(
-            _unsupported(
-                f"init_lora_weights is {_short(init)}: vLLM cannot serve PiSSA, OLoRA, "
-                "CorDA or LoftQ adapters (they change the base weights); retrain with "
-                "init_lora_weights=True"
-            )
-        )
-    refused = (
-        ("alora_invocation_tokens", "Activated LoRA (aLoRA)", "alora_invocation_tokens=None"),
-        ("layer_replication", "layer_replication", "layer_replication=None"),
-        ("use_bdlora", "block-diagonal LoRA (BD-LoRA)", "use_bdlora=False"),
-        ("use_qalora", "QALoRA", "use_qalora=False"),
-    )
-    for field, what, fix in refused:
-        if config.get(field):
-            problems.append(
-                _unsupported(f"{field} is set: vLLM does not support {what}; retrain with {fix}")
-            )
-    return problems
-
-
 def _weights(files: Sequence[ArtifactFile]) -> Literal["safetensors", "pickle", "none"]:
     names = {f.path for f in files}
     if SAFETENSORS_FILE in names:
@@ -317,13 +191,13 @@ def inspect_artifact(
     missing = [f for f in ("r", "lora_alpha", "target_modules") if config.get(f) is None]
     if missing:
         problems.append(
-            _unsupported(
+            unsupported(
                 f"{CONFIG_FILE} lacks {', '.join(missing)}: vLLM requires r, lora_alpha and "
                 "target_modules; re-save the adapter with PEFT's save_pretrained"
             )
         )
-    rank = _rank(config, problems) if "r" not in missing else None
-    problems.extend(_refusals(config))
+    rank = config_rank(config, problems) if "r" not in missing else None
+    problems.extend(config_refusals(config))
     weights = _weights(files)
     if weights == "none":
         problems.append(
@@ -339,7 +213,7 @@ def inspect_artifact(
     alpha = None
     if isinstance(alpha_raw, int | float) and not isinstance(alpha_raw, bool):
         alpha = int(alpha_raw) if math.isfinite(alpha_raw) else None
-    modules = _target_modules(config, problems)
+    modules = config_target_modules(config, problems)
     name_or_path = config.get("base_model_name_or_path")
     facts = ArtifactFacts(
         rank=rank,
@@ -376,7 +250,7 @@ def _module_problem(facts: ArtifactFacts, pool: BaseModelPoolSpec) -> Issue | No
     try:
         resolve_target_modules(arch, modules)
     except InvalidSpec as err:
-        return _unsupported(f"adapter_config.json target_modules: {err.message}")
+        return unsupported(f"adapter_config.json target_modules: {err.message}")
     return None
 
 
@@ -385,6 +259,31 @@ def check_for_pool(
 ) -> list[Issue]:
     """Whether one pool can serve the adapter: rank, declared rank, pickle, size, digests,
     target modules and base model. Empty when it can."""
+    problems = _engine_problems(facts, adapter, pool)
+    problems += _size_problems(facts, pool)
+    present = set(facts.paths)
+    for name in sorted(adapter.digests):
+        if name not in present:
+            problems.append(
+                Issue(
+                    conditions.DIGEST_MISMATCH,
+                    f"spec.digests names {name}, which is not among the adapter's files "
+                    f"({', '.join(facts.paths) or 'none'}): fix the key or upload the file",
+                )
+            )
+    module_problem = _module_problem(facts, pool)
+    if module_problem is not None:
+        problems.append(module_problem)
+    base_problem = _base_model_problem(facts, pool)
+    if base_problem is not None:
+        problems.append(base_problem)
+    return problems
+
+
+def _engine_problems(
+    facts: ArtifactFacts, adapter: LoraAdapterSpec, pool: BaseModelPoolSpec
+) -> list[Issue]:
+    """The rank against the engine's limit and spec.rank, and pickle weights."""
     problems: list[Issue] = []
     limit = pool.engine.max_lora_rank
     if facts.rank > limit:
@@ -414,6 +313,12 @@ def check_for_pool(
                 f"{SAFETENSORS_FILE}, or ask the platform team for spec.adapters.allowPickle",
             )
         )
+    return problems
+
+
+def _size_problems(facts: ArtifactFacts, pool: BaseModelPoolSpec) -> list[Issue]:
+    """The files' size against spec.adapters.maxAdapterSize and the pod's adapter cache."""
+    problems: list[Issue] = []
     cache = parse_quantity(pool.adapters.cache_size)
     if pool.adapters.max_adapter_size is not None:
         largest = parse_quantity(pool.adapters.max_adapter_size)
@@ -435,19 +340,12 @@ def check_for_pool(
                 "bfloat16 or with a lower rank, or ask the platform team for a larger cacheSize",
             )
         )
-    present = set(facts.paths)
-    for name in sorted(adapter.digests):
-        if name not in present:
-            problems.append(
-                Issue(
-                    conditions.DIGEST_MISMATCH,
-                    f"spec.digests names {name}, which is not among the adapter's files "
-                    f"({', '.join(facts.paths) or 'none'}): fix the key or upload the file",
-                )
-            )
-    module_problem = _module_problem(facts, pool)
-    if module_problem is not None:
-        problems.append(module_problem)
+    return problems
+
+
+def _base_model_problem(facts: ArtifactFacts, pool: BaseModelPoolSpec) -> Issue | None:
+    """The base model the config records, when both it and the pool's are hub ids that differ
+    (a local path says nothing about which model it was)."""
     recorded = facts.base_model_name_or_path
     served = pool.base_model.name
     if (
@@ -456,12 +354,10 @@ def check_for_pool(
         and is_hub_id(served)
         and recorded.lower() != served.lower()
     ):
-        problems.append(
-            Issue(
-                conditions.BASE_MODEL_MISMATCH,
-                f"{CONFIG_FILE} says the adapter was trained on {recorded}, but the pool serves "
-                f"{served}: fix spec.baseModel to the model it was trained on, or retrain it on "
-                f"{served}",
-            )
+        return Issue(
+            conditions.BASE_MODEL_MISMATCH,
+            f"{CONFIG_FILE} says the adapter was trained on {recorded}, but the pool serves "
+            f"{served}: fix spec.baseModel to the model it was trained on, or retrain it on "
+            f"{served}",
         )
-    return problems
+    return None

@@ -1,14 +1,13 @@
-"""The safetensors header of an adapter: well-formed, in PEFT's layout, and fitting the base model.
+"""The LoRA tensors of an adapter: in PEFT's layout, and fitting the base model.
 
 vLLM opens adapter_model.safetensors lazily and checks only the module names before it reads
 the tensors, so a corrupt file, tensors of another model (same names, other hidden size) or a
 declared `r` that disagrees with the shapes reach the GPU pods; the last one is even served,
 scaled by lora_alpha / r of the config (reference/vllm-lora-contract.md §5). The pre-flight
-(`reconcilers.validation`) reads the first bytes of the file with a ranged GET and runs, here:
+(`reconcilers.validation`) reads the first bytes of the file with a ranged GET and runs
+`header_length` and `parse_header` (the file format's integrity, lorapack.planning.safetensors,
+re-exported here as the pre-flight's one entry point), then, here:
 
-* `header_length`: the 8-byte little-endian length N of the JSON header, bounded;
-* `parse_header`: the JSON itself, every tensor's dtype, shape and data_offsets (contiguous,
-  non-overlapping, the last ending at the end of the file) and the `__metadata__` map;
 * `check_lora_tensors`: names in PEFT's layout, modules among target_modules, lora_A [r, in] and
   lora_B [out, r] with the r (or rank_pattern value) the config declares;
 * `check_against_base`: layer indices, module names and in/out features against the pool's
@@ -20,16 +19,24 @@ Team-supplied regular expressions are never evaluated here (a pattern can take e
 
 from __future__ import annotations
 
-import json
-import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from lorapack.api import conditions
 from lorapack.issues import Issue
 from lorapack.planning.baseconfig import BaseConfig
+from lorapack.planning.safetensors import (
+    DTYPE_BYTES,
+    FIRST_READ_BYTES,
+    MAX_HEADER_BYTES,
+    RESAVE,
+    SafetensorsHeader,
+    TensorEntry,
+    header_length,
+    parse_header,
+)
 
 __all__ = [
     "DTYPE_BYTES",
@@ -45,23 +52,7 @@ __all__ = [
     "parse_header",
 ]
 
-#: The largest JSON header read (PEFT writes ~130 bytes per tensor: a 70B all-linear adapter
-#: has 1,120 tensors, ~150 KiB).
-MAX_HEADER_BYTES = 16 << 20
-#: The first ranged GET: the length and, for adapters of up to ~500 tensors, the whole header.
-FIRST_READ_BYTES = 64 << 10
-
-DTYPE_BYTES: Mapping[str, int] = {
-    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1,
-    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
-    "I32": 4, "U32": 4, "F32": 4,
-    "I64": 8, "U64": 8, "F64": 8, "C64": 8,
-}  # fmt: skip
 _FLOAT_DTYPES = frozenset({"F16", "BF16", "F32", "F64"})
-_RESAVE = (
-    "re-save the adapter with PEFT's save_pretrained(safe_serialization=True) and upload "
-    "adapter_model.safetensors again"
-)
 # base_model.model.<module path>.lora_A.weight (PEFT >= 0.3); embeddings without ".weight".
 _LORA_NAME = re.compile(
     r"^base_model\.model\.(?P<path>(?:[A-Za-z0-9_]+\.)*(?P<module>[A-Za-z0-9_]+))\."
@@ -71,26 +62,6 @@ _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 _PLAIN = re.compile(r"^[A-Za-z0-9_.]+$")
 _PACKED = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
 _NOT_LINEAR = frozenset({"lm_head", "embed_tokens"})
-
-
-@dataclass(frozen=True, slots=True)
-class TensorEntry:
-    """One tensor of the header."""
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-    start: int
-    end: int
-
-
-@dataclass(frozen=True, slots=True)
-class SafetensorsHeader:
-    """A well-formed header: its length N and the tensors in file order."""
-
-    length: int
-    tensors: tuple[TensorEntry, ...]
-    metadata: Mapping[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,130 +76,6 @@ class LoraTensor:
     kind: str
     """lora_A, lora_B, lora_embedding_A or lora_embedding_B."""
     layer: int | None
-
-
-def _corrupt(file: str, what: str) -> Issue:
-    return Issue(conditions.CORRUPT_WEIGHTS, f"{file} {what}: {_RESAVE}")
-
-
-def header_length(prefix: bytes, file_size: int, file: str) -> tuple[int | None, Issue | None]:
-    """N from the first 8 bytes, or the Issue why it cannot be a safetensors header length."""
-    if len(prefix) < 8 or file_size < 8:
-        return None, _corrupt(file, f"is {min(len(prefix), file_size)} bytes, too short for "
-                              "the 8-byte header length of a safetensors file")  # fmt: skip
-    n = int.from_bytes(prefix[:8], "little")
-    if n >= 1 << 63:
-        why = f"header length is negative ({n - (1 << 64)} as a signed 64-bit number)"
-        return None, _corrupt(file, why)
-    if n > MAX_HEADER_BYTES:
-        return None, _corrupt(
-            file, f"header length {n} is above the {MAX_HEADER_BYTES} bytes lorapack reads"
-        )
-    if n < 2:
-        return None, _corrupt(file, f"header length {n} cannot hold a JSON header")
-    if 8 + n > file_size:
-        return None, _corrupt(
-            file, f"header length {n} runs past the end of the file ({file_size} bytes)"
-        )
-    return n, None
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"tensor {key!r} appears twice")
-        out[key] = value
-    return out
-
-
-def _entry(name: str, raw: object, file: str) -> tuple[TensorEntry | None, Issue | None]:
-    if not isinstance(raw, dict) or set(raw) != {"dtype", "shape", "data_offsets"}:
-        return None, _corrupt(
-            file, f"tensor {name!r} must have exactly dtype, shape and data_offsets"
-        )
-    dtype, shape, offsets = raw["dtype"], raw["shape"], raw["data_offsets"]
-    if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
-        return None, _corrupt(file, f"tensor {name!r} has unknown dtype {dtype!r}")
-
-    def count(v: object) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-    if not isinstance(shape, list) or not all(count(d) for d in shape):
-        return None, _corrupt(file, f"tensor {name!r} has shape {shape!r}, not a list of sizes")
-    if (
-        not isinstance(offsets, list)
-        or len(offsets) != 2
-        or not all(count(o) for o in offsets)
-        or offsets[0] > offsets[1]
-    ):
-        return None, _corrupt(
-            file,
-            f"tensor {name!r} has data_offsets {offsets!r}, not [begin, end] with begin <= end",
-        )
-    nbytes = math.prod(shape) * DTYPE_BYTES[dtype]
-    if offsets[1] - offsets[0] != nbytes:
-        return None, _corrupt(
-            file,
-            f"tensor {name!r} ({dtype} {shape}) needs {nbytes} bytes but data_offsets "
-            f"{offsets} span {offsets[1] - offsets[0]}",
-        )
-    return TensorEntry(name, dtype, tuple(shape), offsets[0], offsets[1]), None
-
-
-def _layout_issue(tensors: Sequence[TensorEntry], data_bytes: int, file: str) -> Issue | None:
-    """Offsets contiguous from 0, non-overlapping, ending at the end of the file."""
-    position, previous = 0, None
-    for t in sorted(tensors, key=lambda t: (t.start, t.end)):
-        if t.start < position:
-            assert previous is not None
-            return _corrupt(file, f"tensors {previous!r} and {t.name!r} overlap (data_offsets)")
-        if t.start > position:
-            return _corrupt(file, f"has a gap of {t.start - position} bytes before {t.name!r}")
-        position, previous = t.end, t.name
-    if position != data_bytes:
-        return _corrupt(
-            file,
-            f"tensor data ends at byte {position} but the file holds {data_bytes} bytes after "
-            "its header (truncated or padded)",
-        )
-    return None
-
-
-def parse_header(
-    data: bytes, file_size: int, file: str = "adapter_model.safetensors"
-) -> tuple[SafetensorsHeader | None, list[Issue]]:
-    """The header in `data` (the file's first 8 + N bytes, or more), checked for integrity
-    against the file's size."""
-    n, problem = header_length(data, file_size, file)
-    if n is None:
-        return None, [problem] if problem else []
-    if len(data) < 8 + n:
-        return None, [_corrupt(file, f"ended after {len(data)} bytes inside its header")]
-    try:
-        parsed = json.loads(data[8 : 8 + n], object_pairs_hook=_unique_keys)
-    except RecursionError:
-        return None, [_corrupt(file, "has a header that nests too deeply")]
-    except ValueError as err:
-        return None, [_corrupt(file, f"has a header that is not JSON ({err})")]
-    if not isinstance(parsed, dict):
-        return None, [_corrupt(file, f"has a JSON {type(parsed).__name__} header, not an object")]
-    metadata = parsed.pop("__metadata__", {})
-    if not isinstance(metadata, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
-    ):
-        return None, [_corrupt(file, "has a __metadata__ that is not a map of strings")]
-    tensors: list[TensorEntry] = []
-    for name, raw in parsed.items():
-        entry, problem = _entry(name, raw, file)
-        if entry is None:
-            return None, [problem] if problem else []
-        tensors.append(entry)
-    layout = _layout_issue(tensors, file_size - 8 - n, file)
-    if layout is not None:
-        return None, [layout]
-    ordered = tuple(sorted(tensors, key=lambda t: (t.start, t.name)))
-    return SafetensorsHeader(n, ordered, dict(metadata)), []
 
 
 def lora_tensors(header: SafetensorsHeader) -> tuple[list[LoraTensor], list[str]]:
@@ -313,9 +160,9 @@ def check_lora_tensors(
     for name in other:
         out.add(conditions.UNSUPPORTED_ADAPTER, "name",
                 f"{file} holds tensor {name!r}, which is not a LoRA tensor in PEFT's layout "
-                "(base_model.model.<module>.lora_A.weight, lora_B.weight): " + _RESAVE)  # fmt: skip
+                "(base_model.model.<module>.lora_A.weight, lora_B.weight): " + RESAVE)  # fmt: skip
     if not found and not other:
-        out.add(conditions.NO_WEIGHTS, "empty", f"{file} holds no tensors: {_RESAVE}")
+        out.add(conditions.NO_WEIGHTS, "empty", f"{file} holds no tensors: {RESAVE}")
     targets = _targets(config)
     pairs: dict[str, dict[str, LoraTensor]] = {}
     for t in found:
@@ -329,11 +176,11 @@ def check_lora_tensors(
         if t.entry.dtype not in _FLOAT_DTYPES:
             out.add(conditions.UNSUPPORTED_ADAPTER, "dtype",
                     f"{file} tensor {name!r} is {t.entry.dtype}, not a floating-point type: "
-                    + _RESAVE)  # fmt: skip
+                    + RESAVE)  # fmt: skip
         if len(shape) != 2:
             out.add(conditions.CORRUPT_WEIGHTS, "dims",
                     f"{file} tensor {name!r} has shape {shape}; LoRA tensors are 2-D: "
-                    + _RESAVE)  # fmt: skip
+                    + RESAVE)  # fmt: skip
     for path, parts in pairs.items():
         _check_pair(path, parts, config, file, out)
     return out.issues()
@@ -346,7 +193,7 @@ def _check_pair(
     if a is None or b is None:
         present, missing = ("lora_A", "lora_B") if b is None else ("lora_B", "lora_A")
         out.add(conditions.CORRUPT_WEIGHTS, "pair",
-                f"{file} has {present} but no {missing} for {path}: " + _RESAVE)  # fmt: skip
+                f"{file} has {present} but no {missing} for {path}: " + RESAVE)  # fmt: skip
         return
     if len(a.entry.shape) != 2 or len(b.entry.shape) != 2:
         return  # reported above
@@ -354,7 +201,7 @@ def _check_pair(
     if rank_a != rank_b:
         out.add(conditions.CORRUPT_WEIGHTS, "pair-rank",
                 f"{file} {path}: lora_A has rank {rank_a} (shape {list(a.entry.shape)}) but "
-                f"lora_B has rank {rank_b} (shape {list(b.entry.shape)}): " + _RESAVE)  # fmt: skip
+                f"lora_B has rank {rank_b} (shape {list(b.entry.shape)}): " + RESAVE)  # fmt: skip
         return
     declared = _ranks(config, path)
     if declared and rank_a not in declared:
