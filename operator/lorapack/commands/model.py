@@ -26,7 +26,7 @@ import sys
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -37,6 +37,9 @@ from lorapack.errors import InvalidSpec, LorapackError
 from lorapack.issues import Issue
 from lorapack.planning.basemodel import PICKLE_PATTERNS, check_base_model_files
 from lorapack.sizing.catalog import MODELS, lookup_model, model_from_config
+
+if TYPE_CHECKING:  # imported in the functions that use it: boto3 is not needed for --help
+    from lorapack.clients.s3 import UploadItem
 
 HELP = "stage a base model in S3 for a BaseModelPool (check, push)"
 
@@ -257,7 +260,7 @@ def _run_check(args: argparse.Namespace) -> int:
 
 
 def _run_push(args: argparse.Namespace) -> int:
-    from lorapack.clients.s3 import S3Settings, S3Uploader, UploadItem
+    from lorapack.clients.s3 import UploadItem
 
     try:
         bucket, prefix = parse_s3_uri(args.destination)
@@ -280,38 +283,8 @@ def _run_push(args: argparse.Namespace) -> int:
         UploadItem(folder.root / f, bucket, prefix + f, (folder.root / f).stat().st_size)
         for f in folder.files
     ]
-    rows: list[list[Any]] = []
-    results: list[dict[str, Any]] = []
     if not args.dry_run:
-        settings = S3Settings(
-            endpoint=args.endpoint, region=args.region, addressing_style=args.addressing_style
-        )
-        uploader = S3Uploader(
-            settings, checksum=args.checksum, part_size=part_size, concurrency=args.concurrency
-        )
-
-        def done(r: Any) -> None:
-            state = "unchanged" if r.skipped else "uploaded"
-            print(f"{state} {r.key} ({_size(r.size)})", file=sys.stderr, flush=True)
-
-        try:
-            uploaded = asyncio.run(
-                uploader.upload(items, skip_unchanged=not args.force, on_done=done)
-            )
-        finally:
-            uploader.close()
-        for r in uploaded:
-            state = "unchanged" if r.skipped else "uploaded"
-            rows.append([r.key[len(prefix) :], _size(r.size), r.sha256[:12], r.checksum, state])
-            results.append(
-                {
-                    "path": r.key[len(prefix) :],
-                    "size": r.size,
-                    "sha256": r.sha256,
-                    "checksum": r.checksum,
-                    "state": state,
-                }
-            )
+        rows, results = _upload(args, items, prefix, part_size)
     else:
         rows = [[i.key[len(prefix) :], _size(i.size), "", "", "dry run"] for i in items]
         results = [
@@ -340,6 +313,44 @@ def _run_push(args: argparse.Namespace) -> int:
     )
     emit(data, args.output, table)
     return 0
+
+
+def _upload(
+    args: argparse.Namespace, items: list[UploadItem], prefix: str, part_size: int
+) -> tuple[list[list[Any]], list[dict[str, Any]]]:
+    """Upload the items (printing each as it finishes); the table rows and the JSON entries."""
+    from lorapack.clients.s3 import S3Settings, S3Uploader
+
+    settings = S3Settings(
+        endpoint=args.endpoint, region=args.region, addressing_style=args.addressing_style
+    )
+    uploader = S3Uploader(
+        settings, checksum=args.checksum, part_size=part_size, concurrency=args.concurrency
+    )
+
+    def done(r: Any) -> None:
+        state = "unchanged" if r.skipped else "uploaded"
+        print(f"{state} {r.key} ({_size(r.size)})", file=sys.stderr, flush=True)
+
+    try:
+        uploaded = asyncio.run(uploader.upload(items, skip_unchanged=not args.force, on_done=done))
+    finally:
+        uploader.close()
+    rows: list[list[Any]] = []
+    results: list[dict[str, Any]] = []
+    for r in uploaded:
+        state = "unchanged" if r.skipped else "uploaded"
+        rows.append([r.key[len(prefix) :], _size(r.size), r.sha256[:12], r.checksum, state])
+        results.append(
+            {
+                "path": r.key[len(prefix) :],
+                "size": r.size,
+                "sha256": r.sha256,
+                "checksum": r.checksum,
+                "state": state,
+            }
+        )
+    return rows, results
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,7 +9,10 @@ desired-state Secrets, patch only this pool's pods), a headless Service (Statefu
 pool Service (base-model traffic), a PodDisruptionBudget, the StatefulSet of vLLM pods, and one
 desired-state Secret per pod.
 The engine key Secret and the NetworkPolicy closing the engine port are built by
-`manifests.network`; the pods read the key (VLLM_API_KEY) from the Secret named here.
+`manifests.network`; the pods read the key (VLLM_API_KEY) from the Secret named here. The pod
+template's containers are built by `manifests.poolcontainers` and its volumes by
+`manifests.poolvolumes`; MODEL_DIR, CACHE_DIR and engine_args stay importable from here,
+where tests import them.
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ from typing import Any
 
 from lorapack import labels
 from lorapack.api.basemodelpool import BaseModelPool
-from lorapack.api.meta import parse_quantity, parse_s3_uri
 from lorapack.api.podstate import DesiredState
-from lorapack.manifests import network, podspec
+from lorapack.manifests import network, podspec, poolcontainers, poolvolumes
+from lorapack.manifests.poolcontainers import CACHE_DIR, MODEL_DIR, engine_args
 from lorapack.manifests.poolmeta import owner_reference, pool_labels, pool_meta
 
 __all__ = [
@@ -40,14 +43,6 @@ __all__ = [
 ]
 
 Obj = dict[str, Any]
-
-MODEL_DIR = "/models/base"
-CACHE_DIR = "/var/cache/lorapack"
-ENGINE_TMP = "/tmp"
-"""The engine's writable folder (an emptyDir) and its HOME: vLLM, Hugging Face, Triton and
-torch write caches under HOME and /tmp, and the root filesystem is read-only."""
-RUN_AS = 65532
-"""uid and gid of every container (the lorapack image's user)."""
 
 
 class PoolNames:
@@ -68,41 +63,6 @@ class PoolNames:
 
     def desired_secret(self, ordinal: int) -> str:
         return f"{self.pod(ordinal)}-adapters"
-
-
-def engine_args(pool: BaseModelPool) -> list[str]:
-    """`vllm serve` arguments (vllm-lora-contract.md section 12's launch contract)."""
-    spec = pool.spec
-    engine = spec.engine
-    args = [
-        "serve",
-        MODEL_DIR,
-        "--served-model-name",
-        spec.base_model.name,
-        "--host",
-        "0.0.0.0",
-        "--port",
-        str(labels.ENGINE_PORT),
-        "--enable-lora",
-        "--max-loras",
-        str(engine.max_loras),
-        "--max-lora-rank",
-        str(engine.max_lora_rank),
-        "--max-cpu-loras",
-        str(engine.cpu_loras),
-        "--dtype",
-        engine.dtype,
-        "--gpu-memory-utilization",
-        engine.gpu_memory_utilization,
-        "--tensor-parallel-size",
-        str(spec.gpu.count),
-        # Runtime LoRA updating refuses more than one API server (contract section 3.1).
-        "--api-server-count",
-        "1",
-    ]
-    if engine.max_model_len is not None:
-        args += ["--max-model-len", str(engine.max_model_len)]
-    return args + list(engine.extra_args)
 
 
 def agent_rbac(pool: BaseModelPool) -> list[Obj]:
@@ -212,57 +172,6 @@ def pod_disruption_budget(pool: BaseModelPool) -> Obj:
     }
 
 
-def _engine_model_mount(pool: BaseModelPool) -> Obj:
-    """Where the vllm container sees the model volume. A PVC source is the model itself
-    (pvc.subPath inside it), mounted straight at MODEL_DIR, the folder vLLM serves; S3 sources
-    fill the volume's `base` folder (or a link to a kept folder) and mount it above."""
-    pvc = pool.spec.base_model.source.pvc
-    if pvc is None:
-        return {"name": "model", "mountPath": "/models", "readOnly": True}
-    mount: Obj = {"name": "model", "mountPath": MODEL_DIR, "readOnly": True}
-    if pvc.sub_path:
-        mount["subPath"] = pvc.sub_path
-    return mount
-
-
-def _model_volume(pool: BaseModelPool) -> tuple[Obj, list[Obj]]:
-    """The base-model volume, and the init containers that fill it."""
-    source = pool.spec.base_model.source
-    if source.pvc is not None:
-        return {
-            "name": "model",
-            "persistentVolumeClaim": {"claimName": source.pvc.claim_name, "readOnly": True},
-        }, []
-    assert source.s3 is not None  # the model validator guarantees exactly one source
-    bucket, prefix = parse_s3_uri(source.s3.uri)
-    # Location and keys from source.s3, else from the pool's spec.s3.
-    env = podspec.fetch_model_env(pool.spec, bucket, prefix)
-    return {"name": "model", "emptyDir": {}}, [
-        {
-            "name": "fetch-model",
-            "image": "",  # filled by statefulset() with the agent image
-            "command": ["lorapack", "agent", "--fetch-model", MODEL_DIR],
-            "env": env,
-            "volumeMounts": [{"name": "model", "mountPath": "/models"}],
-            "securityContext": _restricted_security_context(),
-        }
-    ]
-
-
-def _restricted_security_context() -> Obj:
-    """Pod Security `restricted` for one container. runAsGroup too: the CRI sets only the uid,
-    so without it the processes run with gid 0 (found on a real node)."""
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": RUN_AS,
-        "runAsGroup": RUN_AS,
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
 def statefulset(
     pool: BaseModelPool,
     *,
@@ -277,73 +186,16 @@ def statefulset(
     """
     spec = pool.spec
     names = PoolNames(pool.metadata.name)
-    model_volume, init_containers = _model_volume(pool)
+    model_volume, init_containers = poolvolumes.model_volume(pool)
     for init in init_containers:
         init["image"] = agent_image
     pod_labels = {**pool_labels(pool), labels.COMPONENT_LABEL: labels.ROLE_ENGINE}
-    cache_bytes = parse_quantity(spec.adapters.cache_size)
-    engine = {
-        "name": "vllm",
-        "image": spec.engine.image,
-        "command": ["vllm"],
-        "args": engine_args(pool),
-        "env": [
-            {"name": "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "value": "true"},
-            {"name": "HF_HUB_OFFLINE", "value": "1"},
-            {"name": "HOME", "value": ENGINE_TMP},
-            # In the env, not as --api-key: arguments are visible to every reader of the pod.
-            network.engine_key_env(names.engine_key),
-        ],
-        "ports": [{"name": "http", "containerPort": labels.ENGINE_PORT}],
-        "resources": podspec.engine_resources(spec),
-        "volumeMounts": [
-            _engine_model_mount(pool),
-            {"name": "adapter-cache", "mountPath": CACHE_DIR, "readOnly": True},
-            {"name": "shm", "mountPath": "/dev/shm"},
-            {"name": "engine-tmp", "mountPath": ENGINE_TMP},
-        ],
-        # The engine runs restricted too (it was root): Pod Security `restricted` admits the pod.
-        "securityContext": _restricted_security_context(),
-        # vLLM loads the weights before /health answers: a startup probe with a long budget,
-        # then readiness. Liveness stays off: a busy engine must not be killed.
-        "startupProbe": {
-            "httpGet": {"path": "/health", "port": "http"},
-            "periodSeconds": 10,
-            "failureThreshold": 180,
-        },
-        "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 5},
-    }
-    agent = {
-        "name": "lorapack-agent",
-        "image": agent_image,
-        "command": ["lorapack", "agent"],
-        "env": [
-            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-            {
-                "name": "POD_NAMESPACE",
-                "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
-            },
-            {"name": "LORAPACK_POOL_NAME", "value": pool.metadata.name},
-            {"name": "LORAPACK_ENGINE_URL", "value": f"http://127.0.0.1:{labels.ENGINE_PORT}"},
-            {"name": "LORAPACK_CACHE_DIR", "value": CACHE_DIR},
-            network.engine_key_env(names.engine_key),
-            *([{"name": "AWS_REGION", "value": spec.s3.region}] if spec.s3.region else []),
-            *podspec.aws_credentials_env(
-                spec.s3.credentials_secret_ref.name if spec.s3.credentials_secret_ref else None
-            ),
-            *podspec.agent_env(drain_timeout_seconds),
-        ],
-        "resources": {
-            "requests": {"cpu": "50m", "memory": "128Mi"},
-            "limits": {"memory": "512Mi"},
-        },
-        "volumeMounts": [
-            {"name": "adapter-cache", "mountPath": CACHE_DIR},
-            # Only the agent talks to the API server: the token is mounted here alone.
-            network.service_account_mount(),
-        ],
-        "securityContext": _restricted_security_context(),
-    }
+    engine = poolcontainers.engine_container(
+        pool, names.engine_key, poolvolumes.engine_model_mount(pool)
+    )
+    agent = poolcontainers.agent_container(
+        pool, agent_image, names.engine_key, drain_timeout_seconds
+    )
     pod_spec: Obj = {
         "serviceAccountName": names.agent,
         # No token in the vllm container (whatever runs there cannot act as the agent); the
@@ -353,22 +205,10 @@ def statefulset(
         "terminationGracePeriodSeconds": 60,
         "nodeSelector": dict(spec.gpu.node_selector),
         "tolerations": [t.wire() for t in spec.gpu.tolerations],
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS,
-            "runAsGroup": RUN_AS,
-            "fsGroup": RUN_AS,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": poolcontainers.pod_security_context(),
         "initContainers": init_containers,
         "containers": [engine, agent],
-        "volumes": [
-            model_volume,
-            {"name": "adapter-cache", "emptyDir": {"sizeLimit": str(cache_bytes)}},
-            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}},
-            {"name": "engine-tmp", "emptyDir": {"sizeLimit": "4Gi"}},
-            network.service_account_volume(),
-        ],
+        "volumes": poolvolumes.pod_volumes(pool, model_volume),
     }
     if not init_containers:
         del pod_spec["initContainers"]

@@ -18,45 +18,7 @@ __all__ = ["report_flags"]
 def report_flags(report: SizingReport, model: ModelArch, gpu: GpuType) -> tuple[Flag, ...]:
     """The flags of `report` (computed without them), errors first."""
     s = report.settings
-    flags: list[Flag] = []
-    length = report.max_model_len
-    central = report.kv_tokens.central
-    if report.kv_bytes.central <= 0:
-        flags.append(
-            Flag(
-                "NoKvCacheMemory",
-                "error",
-                "No available memory for the cache blocks. Try increasing "
-                "`gpu_memory_utilization` when initializing the engine. (Nothing is left for "
-                f"the KV cache: raise {FIELDS['gpu_memory_utilization']}, add GPUs with "
-                f"{FIELDS['tensor_parallel']}, or lower {FIELDS['max_loras']} / "
-                f"{FIELDS['max_lora_rank']}.)",
-            )
-        )
-    elif central < length:
-        needed = length * report.kv_bytes_per_token
-        flags.append(
-            Flag(
-                "MaxModelLenTooLong",
-                "error",
-                f"To serve at least one request with the model's max seq len ({length}), "
-                f"({needed / GIB:.2f} GiB KV cache is needed, which is larger than the available "
-                f"KV cache memory ({report.kv_bytes.central / GIB:.2f} GiB). Based on the "
-                f"available memory, the estimated maximum model length is {central}. (Set "
-                f"{FIELDS['max_model_len']} to at most {central}, or free memory for the KV "
-                "cache.)",
-            )
-        )
-    elif report.kv_tokens.low < length:
-        flags.append(
-            Flag(
-                "KvCacheTight",
-                "warning",
-                f"at the high end of the overhead estimate the KV cache holds "
-                f"{report.kv_tokens.low} tokens, less than one {length}-token sequence: vLLM may "
-                f"refuse to start; lower {FIELDS['max_model_len']} or leave more memory",
-            )
-        )
+    flags = _kv_flags(report)
     if model.sliding_window is not None:
         flags.append(
             Flag(
@@ -97,3 +59,48 @@ def report_flags(report: SizingReport, model: ModelArch, gpu: GpuType) -> tuple[
             )
         )
     return tuple(flags)
+
+
+def _kv_flags(report: SizingReport) -> list[Flag]:
+    """Whether the KV cache holds one max_model_len sequence: an error when it cannot, a
+    warning when only the central overhead estimate leaves room for it."""
+    flags: list[Flag] = []
+    length = report.max_model_len
+    central = report.kv_tokens.central
+    if report.kv_bytes.central <= 0:
+        flags.append(
+            Flag(
+                "NoKvCacheMemory",
+                "error",
+                "No available memory for the cache blocks. Try increasing "
+                "`gpu_memory_utilization` when initializing the engine. (Nothing is left for "
+                f"the KV cache: raise {FIELDS['gpu_memory_utilization']}, add GPUs with "
+                f"{FIELDS['tensor_parallel']}, or lower {FIELDS['max_loras']} / "
+                f"{FIELDS['max_lora_rank']}.)",
+            )
+        )
+    elif central < length:
+        needed = length * report.kv_bytes_per_token
+        flags.append(
+            Flag(
+                "MaxModelLenTooLong",
+                "error",
+                f"To serve at least one request with the model's max seq len ({length}), "
+                f"({needed / GIB:.2f} GiB KV cache is needed, which is larger than the available "
+                f"KV cache memory ({report.kv_bytes.central / GIB:.2f} GiB). Based on the "
+                f"available memory, the estimated maximum model length is {central}. (Set "
+                f"{FIELDS['max_model_len']} to at most {central}, or free memory for the KV "
+                "cache.)",
+            )
+        )
+    elif report.kv_tokens.low < length:
+        flags.append(
+            Flag(
+                "KvCacheTight",
+                "warning",
+                f"at the high end of the overhead estimate the KV cache holds "
+                f"{report.kv_tokens.low} tokens, less than one {length}-token sequence: vLLM may "
+                f"refuse to start; lower {FIELDS['max_model_len']} or leave more memory",
+            )
+        )
+    return flags

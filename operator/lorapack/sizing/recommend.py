@@ -105,6 +105,42 @@ def recommend(
             f"{gained:,} more KV tokens"
         )
     per_pod_adapter = chosen.cpu_bytes_per_adapter * settings.tensor_parallel
+    cpu_loras = _cpu_loras(now, settings, rank, per_pod_adapter, adapters, host_memory_bytes, notes)
+    host_bytes = per_pod_adapter * (cpu_loras + 1)
+    if cpu_loras != settings.cpu_loras:
+        cap = "" if host_memory_bytes is not None else " (pass --host-memory to cap it)"
+        notes.append(
+            f"--max-cpu-loras {cpu_loras} keeps {cpu_loras} adapters of a pod in host RAM: "
+            f"{host_bytes / 2**30:.2f} GiB per pod at rank {rank}, one more being loaded "
+            f"included{cap}"
+        )
+    slot = slot_cost(chosen)
+    if slot.bytes_per_gpu:
+        notes.append(
+            f"each GPU slot (--max-loras) costs {slot.bytes_per_gpu / 2**20:,.0f} MiB per GPU, "
+            f"{slot.kv_tokens:,} KV tokens"
+        )
+    return Recommendation(
+        max_lora_rank=rank,
+        max_cpu_loras=cpu_loras,
+        kv_tokens_gained=gained,
+        host_bytes=host_bytes,
+        slot=slot,
+        notes=tuple(notes),
+    )
+
+
+def _cpu_loras(
+    now: SizingReport,
+    settings: EngineSettings,
+    rank: int,
+    per_pod_adapter: int,
+    adapters: int | None,
+    host_memory_bytes: int | None,
+    notes: list[str],
+) -> int:
+    """max_cpu_loras for `adapters` adapters per pod (at least max_loras), capped by the host
+    memory budget; appends why to `notes`."""
     wanted = max(settings.max_loras, adapters if adapters is not None else settings.cpu_loras)
     cpu_loras = wanted
     if host_memory_bytes is not None and now.cpu_cache_bytes > host_memory_bytes:
@@ -128,28 +164,7 @@ def recommend(
                 f"host memory limits the CPU cache to {cpu_loras} adapters per pod, so "
                 f"{math.ceil(wanted / cpu_loras)} pods are needed for {wanted} adapters"
             )
-    host_bytes = per_pod_adapter * (cpu_loras + 1)
-    if cpu_loras != settings.cpu_loras:
-        cap = "" if host_memory_bytes is not None else " (pass --host-memory to cap it)"
-        notes.append(
-            f"--max-cpu-loras {cpu_loras} keeps {cpu_loras} adapters of a pod in host RAM: "
-            f"{host_bytes / 2**30:.2f} GiB per pod at rank {rank}, one more being loaded "
-            f"included{cap}"
-        )
-    slot = slot_cost(chosen)
-    if slot.bytes_per_gpu:
-        notes.append(
-            f"each GPU slot (--max-loras) costs {slot.bytes_per_gpu / 2**20:,.0f} MiB per GPU, "
-            f"{slot.kv_tokens:,} KV tokens"
-        )
-    return Recommendation(
-        max_lora_rank=rank,
-        max_cpu_loras=cpu_loras,
-        kv_tokens_gained=gained,
-        host_bytes=host_bytes,
-        slot=slot,
-        notes=tuple(notes),
-    )
+    return cpu_loras
 
 
 def gpus_for_one_copy(model: ModelArch, gpu: GpuType, settings: EngineSettings) -> int | None:

@@ -20,8 +20,9 @@ Every failure leaves this module as a lorapack.errors error:
     wrong region / endpoint                     -> InvalidSpec
 
 Modules: `settings` (S3Settings and the values: ObjectInfo, DownloadItem, PresignedItem),
-`errors` (map_s3_error, map_disk_error), `client` (S3Client over boto3 and s3transfer),
-`presigned` (download_presigned over httpx) and `upload` (S3Uploader: checksummed uploads for
+`errors` (map_s3_error, map_disk_error), `client` (S3Client over boto3 and s3transfer, with
+its blocking `listing` and `reads` and its bulk downloads in `transfers`), `presigned`
+(download_presigned over httpx) and `upload` (S3Uploader: checksummed uploads for
 `lorapack model push`). Every public name is re-exported here.
 """
 

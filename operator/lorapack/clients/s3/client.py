@@ -6,78 +6,34 @@ multipart ranged GETs) whose completion is signalled back to the event loop, so 
 hundreds of objects holds no event-loop thread. Failures leave as lorapack errors
 (`errors.map_s3_error`). Used by the operator (pre-flight listing, adapter_config.json reads,
 presigned URLs for agents) and by the agent's cache, through `lorapack.clients.s3`.
+
+The blocking calls are in `listing` (a prefix, all pages) and `reads` (HEAD, small and ranged
+GETs), the bulk downloads in `transfers`; this module holds the client, its configuration
+and the async methods callers use.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
-from s3transfer.exceptions import CancelledError as TransferCancelledError
-from s3transfer.futures import TransferFuture
 from s3transfer.manager import TransferConfig, TransferManager
-from s3transfer.subscribers import BaseSubscriber
 
-from lorapack.api import conditions
 from lorapack.clients.s3.errors import map_s3_error
+from lorapack.clients.s3.listing import list_objects
+from lorapack.clients.s3.reads import head_object, read_range, read_small
 from lorapack.clients.s3.settings import DownloadItem, MiB, ObjectInfo, S3Settings
-from lorapack.errors import ArtifactRejected, InvalidSpec
+from lorapack.clients.s3.transfers import PinnedTransferManager, download_all
+from lorapack.errors import InvalidSpec
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client as Boto3S3Client
 
 __all__ = ["S3Client"]
-
-
-class _Completion(BaseSubscriber):
-    """Feeds s3transfer's bookkeeping (size, ETag: no HEAD per object) and hands the outcome
-    of one transfer back to the event loop."""
-
-    def __init__(
-        self,
-        item: DownloadItem,
-        loop: asyncio.AbstractEventLoop,
-        waiter: asyncio.Future[None],
-    ) -> None:
-        self._item = item
-        self._loop = loop
-        self._waiter = waiter
-
-    def on_queued(self, future: TransferFuture, **kwargs: Any) -> None:
-        future.meta.provide_transfer_size(self._item.size)
-        if self._item.etag:
-            bare = self._item.etag.strip('"')
-            future.meta.provide_object_etag(f'"{bare}"')
-
-    def on_done(self, future: TransferFuture, **kwargs: Any) -> None:
-        error: BaseException | None = None
-        try:
-            future.result()
-        except BaseException as exc:  # handed to the awaiting task, which maps and raises it
-            error = exc
-        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
-            self._loop.call_soon_threadsafe(_settle, self._waiter, error)
-
-
-def _settle(waiter: asyncio.Future[None], error: BaseException | None) -> None:
-    if waiter.done():
-        return
-    if error is None:
-        waiter.set_result(None)
-    else:
-        waiter.set_exception(error)
-
-
-class _PinnedTransferManager(TransferManager):
-    """A TransferManager that accepts IfMatch for every download: s3transfer adds it to ranged
-    GETs by itself, but sends objects under multipart_threshold as one GET without it."""
-
-    ALLOWED_DOWNLOAD_ARGS = [*TransferManager.ALLOWED_DOWNLOAD_ARGS, "IfMatch"]  # noqa: RUF012
 
 
 class S3Client:
@@ -127,7 +83,7 @@ class S3Client:
     def _transfers(self) -> TransferManager:
         with self._manager_lock:
             if self._manager is None:
-                self._manager = _PinnedTransferManager(self._client, self._transfer_config)
+                self._manager = PinnedTransferManager(self._client, self._transfer_config)
             return self._manager
 
     def close(self) -> None:
@@ -159,63 +115,15 @@ class S3Client:
         more than N objects passes N + 1 and never holds a huge listing in memory."""
         try:
             return await asyncio.to_thread(
-                self._list, bucket, prefix, with_versions, page_size, limit
+                list_objects, self._client, bucket, prefix, with_versions, page_size, limit
             )
         except Exception as exc:
             raise map_s3_error(exc, bucket, prefix) from exc
 
-    def _list(
-        self, bucket: str, prefix: str, with_versions: bool, page_size: int, limit: int | None
-    ) -> list[ObjectInfo]:
-        paging: Any = {"PageSize": min(page_size, limit) if limit else page_size}
-        if limit is not None:
-            paging["MaxItems"] = limit
-        found = self._list_versions(bucket, prefix, paging) if with_versions else []
-        if not with_versions:
-            pages = self._client.get_paginator("list_objects_v2").paginate(
-                Bucket=bucket, Prefix=prefix, PaginationConfig=paging
-            )
-            for page in pages:
-                for o in page.get("Contents", []):
-                    key = o.get("Key", "")
-                    if key and not key.endswith("/"):
-                        etag = o.get("ETag", "").strip('"')
-                        found.append(ObjectInfo(key, int(o.get("Size", 0)), etag, None))
-        return sorted(found, key=lambda o: o.key)
-
-    def _list_versions(self, bucket: str, prefix: str, paging: Any) -> list[ObjectInfo]:
-        found: list[ObjectInfo] = []
-        pages = self._client.get_paginator("list_object_versions").paginate(
-            Bucket=bucket, Prefix=prefix, PaginationConfig=paging
-        )
-        for page in pages:
-            for v in page.get("Versions", []):
-                key = v.get("Key", "")
-                # A key whose newest entry is a delete marker has no IsLatest version: skipped.
-                if v.get("IsLatest") and key and not key.endswith("/"):
-                    etag = v.get("ETag", "").strip('"')
-                    version = _version(v.get("VersionId"))
-                    found.append(ObjectInfo(key, int(v.get("Size", 0)), etag, version))
-        return found
-
     async def head(self, bucket: str, key: str, *, version_id: str | None = None) -> ObjectInfo:
         """One object's size, ETag, version and server-side encryption."""
-
-        def call() -> ObjectInfo:
-            args: dict[str, Any] = {"Bucket": bucket, "Key": key}
-            if version_id:
-                args["VersionId"] = version_id
-            r = self._client.head_object(**args)
-            return ObjectInfo(
-                key=key,
-                size=int(r.get("ContentLength", 0)),
-                etag=r.get("ETag", "").strip('"'),
-                version_id=_version(r.get("VersionId")),
-                server_side_encryption=_encryption(r),
-            )
-
         try:
-            return await asyncio.to_thread(call)
+            return await asyncio.to_thread(head_object, self._client, bucket, key, version_id)
         except Exception as exc:
             raise map_s3_error(exc, bucket, key) from exc
 
@@ -229,33 +137,10 @@ class S3Client:
     ) -> bytes:
         """A small object's content (adapter_config.json); refuses objects above max_bytes
         without reading them."""
-
-        def call() -> bytes:
-            args: dict[str, Any] = {"Bucket": bucket, "Key": key}
-            if version_id:
-                args["VersionId"] = version_id
-            r = self._client.get_object(**args)
-            body = r["Body"]
-            try:
-                size = int(r.get("ContentLength", 0))
-                if size > max_bytes:
-                    raise ArtifactRejected(
-                        f"s3://{bucket}/{key} is {size} bytes, more than the {max_bytes} bytes "
-                        "lorapack reads for this file; is it the right file?",
-                        reason=conditions.UNSUPPORTED_ADAPTER,
-                    )
-                data = body.read(max_bytes + 1)
-            finally:
-                body.close()
-            if len(data) > max_bytes:  # a server that sent no Content-Length
-                raise ArtifactRejected(
-                    f"s3://{bucket}/{key} is larger than {max_bytes} bytes",
-                    reason=conditions.UNSUPPORTED_ADAPTER,
-                )
-            return data
-
         try:
-            return await asyncio.to_thread(call)
+            return await asyncio.to_thread(
+                read_small, self._client, bucket, key, version_id, max_bytes
+            )
         except Exception as exc:
             raise map_s3_error(exc, bucket, key) from exc
 
@@ -274,26 +159,10 @@ class S3Client:
         (If-Match: an object replaced since it was listed fails as ObjectChanged)."""
         if start < 0 or length <= 0:
             raise ValueError(f"byte range start {start}, length {length}")
-
-        def call() -> bytes:
-            args: dict[str, Any] = {
-                "Bucket": bucket,
-                "Key": key,
-                "Range": f"bytes={start}-{start + length - 1}",
-            }
-            if version_id:
-                args["VersionId"] = version_id
-            if etag:
-                args["IfMatch"] = f'"{etag.strip(chr(34))}"'
-            r = self._client.get_object(**args)
-            body = r["Body"]
-            try:
-                return bytes(body.read(length))
-            finally:
-                body.close()
-
         try:
-            return await asyncio.to_thread(call)
+            return await asyncio.to_thread(
+                read_range, self._client, bucket, key, start, length, version_id, etag
+            )
         except Exception as exc:
             raise map_s3_error(exc, bucket, key) from exc
 
@@ -327,87 +196,4 @@ class S3Client:
         stopped writing, so the caller may delete the destination folder right away.
         `create_folders=False`: the caller made the destinations' folders (saves syscalls on
         the event loop)."""
-        if not items:
-            return
-        loop = asyncio.get_running_loop()
-        waiters: list[asyncio.Future[None]] = [loop.create_future() for _ in items]
-        futures: list[TransferFuture] = []
-
-        try:
-            # Inline, not in a thread: the submission queue is unbounded (see __init__), so
-            # TransferManager.download only enqueues; with hundreds of adapters syncing at once
-            # a thread hop per call would queue behind fsyncs in the default executor.
-            manager = self._transfers()
-            for folder in {i.dest.parent for i in items} if create_folders else ():
-                folder.mkdir(parents=True, exist_ok=True)
-            for item, waiter in zip(items, waiters, strict=True):
-                extra = {"VersionId": item.version_id} if item.version_id else {}
-                if item.etag:  # a swapped small object fails with 412, not written to disk
-                    extra["IfMatch"] = f'"{item.etag.strip(chr(34))}"'
-                futures.append(
-                    manager.download(
-                        item.bucket,
-                        item.key,
-                        str(item.dest),
-                        extra_args=extra,
-                        subscribers=[_Completion(item, loop, waiter)],
-                    )
-                )
-        except Exception as exc:
-            await self._stop_transfers(futures, waiters)
-            raise map_s3_error(exc, items[0].bucket, items[0].key) from exc
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_EXCEPTION)
-            failed = [(w, i) for w, i in zip(waiters, items, strict=True) if _failed(w)]
-            if failed:
-                error, item = _first_real_failure(failed)
-                raise map_s3_error(error, item.bucket, item.key) from error
-        finally:
-            await self._stop_transfers(futures, waiters)
-
-    @staticmethod
-    async def _stop_transfers(
-        futures: list[TransferFuture], waiters: list[asyncio.Future[None]]
-    ) -> None:
-        """Cancel what still runs and wait until it stopped writing (a cancelled transfer
-        finishes its current chunk first), so callers may delete the destinations at once."""
-        started = len(futures)
-        for future in futures:
-            if not future.done():
-                future.cancel()
-        live = waiters[:started]
-        if any(not w.done() for w in live):
-            await asyncio.shield(asyncio.gather(*live, return_exceptions=True))
-        for waiter in waiters[started:]:
-            waiter.cancel()
-        for waiter in live:  # every outcome retrieved: no "exception never retrieved" noise
-            if not waiter.cancelled():
-                waiter.exception()
-
-
-def _failed(waiter: asyncio.Future[None]) -> bool:
-    return waiter.done() and not waiter.cancelled() and waiter.exception() is not None
-
-
-def _first_real_failure(
-    failed: list[tuple[asyncio.Future[None], DownloadItem]],
-) -> tuple[BaseException, DownloadItem]:
-    # Transfers cancelled because a sibling failed report CancelledError: report the cause.
-    errors = [(w.exception(), i) for w, i in failed]
-    for error, item in errors:
-        if error is not None and not isinstance(error, TransferCancelledError):
-            return error, item
-    error, item = errors[0]
-    return error or RuntimeError("transfer failed"), item
-
-
-def _encryption(head: Mapping[str, Any]) -> str | None:
-    if head.get("SSECustomerAlgorithm"):
-        return "SSE-C"
-    value = head.get("ServerSideEncryption")
-    return str(value) if value else None
-
-
-def _version(value: str | None) -> str | None:
-    # Unversioned buckets report the version id "null".
-    return None if value in (None, "", "null") else value
+        await download_all(self._transfers, items, create_folders=create_folders)
