@@ -25,6 +25,7 @@ import yaml
 from lorapack_testworld.devcluster import DevCluster
 from lorapack_testworld.devcluster.tools import cache_root
 from lorapack_testworld.paths import REPO_ROOT
+from lorapack_testworld.s3server import S3Server
 from lorapack_testworld.stack import Stack
 
 ROOT = REPO_ROOT
@@ -98,7 +99,6 @@ def up(args: argparse.Namespace) -> int:
         _say("Stop it with: make demo-down")
         return 1
     started = time.monotonic()
-    steps = iter(range(1, 5))
     # --engine vllm: the pool's pods run the real vLLM CPU engine instead of the double.
     real_pools = tuple(
         d["metadata"]["name"]
@@ -106,6 +106,33 @@ def up(args: argparse.Namespace) -> int:
         if d["kind"] == "BaseModelPool" and args.engine == "vllm"
     )
     timeout = args.timeout or (900.0 if real_pools else 180.0)
+    stack = _start_stack(run, real_pools)
+    cluster = stack.cluster
+    world = stack.world
+    assert stack.s3 is not None
+    expected = _apply_examples(cluster, stack.s3)
+    _say("[6/6] Waiting for the adapters to be validated, placed, downloaded and loaded ...")
+    items, settled = _wait_settled(cluster, expected, started, timeout)
+    if not settled:
+        _say(f"Not everything settled in {timeout:.0f} s; see {run / 'operator.log'}")
+    _report(cluster, items, world)
+    _say("")
+    _say("The demo keeps running. Try it yourself:")
+    _say(f"  export KUBECONFIG={cluster.kubeconfig}")
+    _say(f"  export PATH={':'.join(str(p) for p in cluster.tools.path_dirs())}:$PATH")
+    _say("  kubectl get basemodelpools,loraadapters -A")
+    _say(
+        f"  curl -s {world['gateway']}/team-b/summarizer/v1/chat/completions "
+        "-H 'Content-Type: application/json' \\"
+    )
+    _say('    -d \'{"model": "summarizer", "messages": [{"role": "user", "content": "hi"}]}\'')
+    _say("Stop everything with: make demo-down")
+    return 0
+
+
+def _start_stack(run: Path, real_pools: tuple[str, ...]) -> Stack:
+    """Steps 1-4: the control plane, S3 with the examples' adapters, pods, gateway, operator."""
+    steps = iter(range(1, 5))
     stack = Stack.start(
         run,
         detach=True,
@@ -115,7 +142,6 @@ def up(args: argparse.Namespace) -> int:
     if real_pools:
         _say(f"      engine: the real vLLM CPU engine for pool(s) {', '.join(real_pools)}")
     cluster = stack.cluster
-    kubeconfig = cluster.kubeconfig
     nodes = cluster.get_json("nodes", "-l", "nvidia.com/gpu.product=NVIDIA-L20")["items"]
     _say(f"      {cluster.server}: {len(nodes)} nodes with an NVIDIA L20 each (and 2 x 8 H100)")
     index = stack.artifacts
@@ -124,22 +150,29 @@ def up(args: argparse.Namespace) -> int:
     for prefix, name in UPLOADS.items():
         stack.s3.upload_folder(BUCKET, prefix, index.adapter(name).path)
         _say(f"      s3://{BUCKET}/{prefix} <- PEFT adapter of rank {index.adapter(name).rank}")
-    world = stack.world
-    s3 = stack.s3
+    return stack
 
+
+def _apply_examples(cluster: DevCluster, s3: S3Server) -> int:
+    """Step 5: examples/demo pointed at the loopback S3 server; returns how many adapters."""
     _say("[5/6] Applying examples/demo: one pool, three teams' adapters, one invalid adapter")
     docs = _documents(s3.endpoint)
     namespaces = [d for d in docs if d["kind"] == "Namespace"]
     cluster.apply_objects(namespaces)
     cluster.apply_objects([_secret("ml-platform", "s3-credentials", s3.access_key, s3.secret_key)])
     cluster.apply_objects([d for d in docs if d["kind"] != "Namespace"])
-    adapters = [d for d in docs if d["kind"] == "LoraAdapter"]
     for doc in docs:
         _say(
             f"      {doc['kind']} {doc['metadata'].get('namespace', '')}/{doc['metadata']['name']}"
         )
+    return len([d for d in docs if d["kind"] == "LoraAdapter"])
 
-    _say("[6/6] Waiting for the adapters to be validated, placed, downloaded and loaded ...")
+
+def _wait_settled(
+    cluster: DevCluster, expected: int, started: float, timeout: float
+) -> tuple[list[dict[str, Any]], bool]:
+    """The adapters as last read, and whether all `expected` are Ready or Stalled (False after
+    `timeout`); prints each change."""
     seen: dict[str, str] = {}
     deadline = time.monotonic() + timeout
     items: list[dict[str, Any]] = []
@@ -157,24 +190,10 @@ def up(args: argparse.Namespace) -> int:
             if _conditions(o).get("Ready", {}).get("status") == "True"
             or _conditions(o).get("Stalled", {}).get("status") == "True"
         ]
-        if len(items) == len(adapters) and len(settled) == len(items):
-            break
+        if len(items) == expected and len(settled) == len(items):
+            return items, True
         time.sleep(0.5)
-    else:
-        _say(f"Not everything settled in {timeout:.0f} s; see {run / 'operator.log'}")
-    _report(cluster, items, world)
-    _say("")
-    _say("The demo keeps running. Try it yourself:")
-    _say(f"  export KUBECONFIG={kubeconfig}")
-    _say(f"  export PATH={':'.join(str(p) for p in cluster.tools.path_dirs())}:$PATH")
-    _say("  kubectl get basemodelpools,loraadapters -A")
-    _say(
-        f"  curl -s {world['gateway']}/team-b/summarizer/v1/chat/completions "
-        "-H 'Content-Type: application/json' \\"
-    )
-    _say('    -d \'{"model": "summarizer", "messages": [{"role": "user", "content": "hi"}]}\'')
-    _say("Stop everything with: make demo-down")
-    return 0
+    return items, False
 
 
 def _report(cluster: DevCluster, items: list[dict[str, Any]], world: dict[str, Any]) -> None:

@@ -10,13 +10,14 @@ pod this simulator starts what the pod template describes, on 127.0.0.1:
   agent runs with exactly the RBAC lorapack gives it in a real cluster.
 When a pod is deleted or re-created (new UID) both processes stop and a fresh pair starts. The
 pod-IP -> engine URL map lets `lorapack_testworld.gateway` route by EndpointSlices as kube-proxy
-would. Used by the integration tier, the benchmarks and `make demo`.
+would. Used by the integration tier, the benchmarks and `make demo`. What the kubelet would
+read from the pod spec is in `lorapack_testworld.podenv`, the process handling in
+`lorapack_testworld.podprocs`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
@@ -24,23 +25,19 @@ import os
 import shutil
 import socket
 import sys
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-import yaml
-
 from lorapack import labels
-from lorapack.clients.kube import POD, SECRET, KubeClient
+from lorapack.clients.kube import POD, KubeClient
+from lorapack_testworld.podenv import container_env, engine_flags, service_account_kubeconfig
+from lorapack_testworld.podprocs import post_faults, terminate, wait_http
 
 __all__ = ["PodRuntime", "PodSimulator", "free_port"]
 
 log = logging.getLogger(__name__)
-
-_ENGINE_FLAGS = ("--max-loras", "--max-lora-rank", "--max-cpu-loras", "--max-model-len")
 
 
 def free_port() -> int:
@@ -48,21 +45,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _engine_flags(pod: Mapping[str, Any]) -> tuple[str, list[str]]:
-    """(served model name, double flags) from the pod's vllm container args."""
-    containers = (pod.get("spec") or {}).get("containers") or []
-    engine: Mapping[str, Any] = next((c for c in containers if c.get("name") == "vllm"), {})
-    args = list(engine.get("args") or [])
-    served = "lorapack/tiny-llama"
-    flags = ["--enable-lora"]
-    for i, arg in enumerate(args):
-        if arg == "--served-model-name" and i + 1 < len(args):
-            served = args[i + 1]
-        if arg in _ENGINE_FLAGS and i + 1 < len(args):
-            flags += [arg, args[i + 1]]
-    return served, flags
 
 
 @dataclass
@@ -178,7 +160,7 @@ class PodSimulator:
     async def restart_agent(self, namespace: str, name: str) -> None:
         """Kill and restart the pod's agent (its cache folder stays)."""
         runtime = self.pods[f"{namespace}/{name}"]
-        await _terminate(runtime.agent)
+        await terminate(runtime.agent)
         pod = await self._get_pod(namespace, name)
         runtime.agent = await self._start_agent(runtime, pod)
 
@@ -186,12 +168,12 @@ class PodSimulator:
         """Inject engine-double faults into the pod's engine; they outlive engine restarts."""
         runtime = self.pods[f"{namespace}/{name}"]
         self.engine_faults[f"{namespace}/{name}"] = dict(faults)
-        await _post_faults(runtime.engine_url, faults)
+        await post_faults(runtime.engine_url, faults)
 
     async def restart_engine(self, namespace: str, name: str) -> None:
         """Kill and restart the pod's engine double: it comes back with no adapters."""
         runtime = self.pods[f"{namespace}/{name}"]
-        await _terminate(runtime.engine)
+        await terminate(runtime.engine)
         pod = await self._get_pod(namespace, name)
         runtime.engine = await self._start_engine(runtime, pod)
 
@@ -252,8 +234,8 @@ class PodSimulator:
         except BaseException:
             # Cancelled by stop() mid-start, or failed: the runtime is not in self.pods yet, so
             # nothing else would stop what was started (such engines outlived the test run).
-            await _terminate(runtime.agent)
-            await _terminate(runtime.engine)
+            await terminate(runtime.agent)
+            await terminate(runtime.engine)
             raise
         log.info(
             "Started pod %s/%s: engine %s", runtime.namespace, runtime.name, runtime.engine_url
@@ -261,7 +243,7 @@ class PodSimulator:
         return runtime
 
     async def _start_engine(self, runtime: PodRuntime, pod: Mapping[str, Any]) -> Any:
-        served, flags = _engine_flags(pod)
+        served, flags = engine_flags(pod)
         pool = ((pod.get("metadata") or {}).get("labels") or {}).get(labels.POOL_LABEL)
         # The engine key the vllm container reads (its other env names in-pod paths, which
         # mean nothing on this host).
@@ -291,12 +273,12 @@ class PodSimulator:
             *argv, env=env, stdout=log_path.open("ab"), stderr=asyncio.subprocess.STDOUT
         )
         try:
-            await _wait_http(f"{runtime.engine_url}/health", process)
+            await wait_http(f"{runtime.engine_url}/health", process)
             faults = self.engine_faults.get(f"{runtime.namespace}/{runtime.name}")
             if faults:
-                await _post_faults(runtime.engine_url, faults)
+                await post_faults(runtime.engine_url, faults)
         except BaseException:
-            await _terminate(process)
+            await terminate(process)
             raise
         return process
 
@@ -305,61 +287,16 @@ class PodSimulator:
         if not self.use_pod_identity:
             return self.kubeconfig
         assert self._kube is not None
-        account = (pod.get("spec") or {}).get("serviceAccountName") or "default"
-        token = await self._kube.create_token(runtime.namespace, account, seconds=3600)
-        admin = yaml.safe_load(self.kubeconfig.read_text())
-        context = next(c for c in admin["contexts"] if c["name"] == admin.get("current-context"))[
-            "context"
-        ]
-        cluster = next(c for c in admin["clusters"] if c["name"] == context["cluster"])
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [cluster],
-            "users": [{"name": account, "user": {"token": token}}],
-            "contexts": [{"name": "pod", "context": {"cluster": cluster["name"], "user": account}}],
-            "current-context": "pod",
-        }
-        path = runtime.folder / "kubeconfig"
-        path.write_text(yaml.safe_dump(config))
-        path.chmod(0o600)
-        return path
+        return await service_account_kubeconfig(
+            self._kube, self.kubeconfig, runtime.namespace, pod, runtime.folder / "kubeconfig"
+        )
 
     async def _container_env(
         self, runtime: PodRuntime, pod: Mapping[str, Any], container: str = "lorapack-agent"
     ) -> dict[str, str]:
-        """A container's env: literal values and secretKeyRefs resolved. Like the kubelet, a
-        reference that is not optional waits for its Secret (bounded: 30 s, then it fails)."""
+        """The container's env as the kubelet would resolve it (podenv.container_env)."""
         assert self._kube is not None
-        containers = (pod.get("spec") or {}).get("containers") or []
-        spec: Mapping[str, Any] = next((c for c in containers if c.get("name") == container), {})
-        env: dict[str, str] = {}
-        secrets: dict[str, Mapping[str, str] | None] = {}
-        for item in spec.get("env") or []:
-            name = item["name"]
-            if "value" in item:
-                env[name] = str(item["value"])
-                continue
-            ref = (item.get("valueFrom") or {}).get("secretKeyRef")
-            if ref is None:
-                continue
-            deadline = time.monotonic() + 30.0
-            while True:
-                if ref["name"] not in secrets:
-                    secret = await self._kube.get(SECRET, runtime.namespace, ref["name"])
-                    secrets[ref["name"]] = (secret or {}).get("data")
-                data = secrets[ref["name"]] or {}
-                if ref["key"] in data or ref.get("optional") or time.monotonic() > deadline:
-                    break
-                secrets.pop(ref["name"])
-                await asyncio.sleep(0.5)
-            if ref["key"] in data:
-                env[name] = base64.b64decode(data[ref["key"]]).decode()
-            elif not ref.get("optional"):
-                raise LookupError(
-                    f"{container}: Secret {runtime.namespace}/{ref['name']} has no key {ref['key']}"
-                )
-        return env
+        return await container_env(self._kube, runtime.namespace, pod, container)
 
     async def _start_agent(
         self, runtime: PodRuntime, pod: Mapping[str, Any]
@@ -401,45 +338,8 @@ class PodSimulator:
         runtime = self.pods.pop(key, None)
         if runtime is None:
             return
-        await _terminate(runtime.agent)
-        await _terminate(runtime.engine)
+        await terminate(runtime.agent)
+        await terminate(runtime.engine)
         if wipe_cache:
             shutil.rmtree(runtime.cache_dir, ignore_errors=True)
         log.info("Stopped pod %s", key)
-
-
-async def _terminate(process: Any) -> None:
-    if process is None:
-        return
-    stop = getattr(process, "stop", None)
-    if stop is not None and not isinstance(process, asyncio.subprocess.Process):
-        result = stop()
-        if asyncio.iscoroutine(result):
-            await result
-        return
-    if process.returncode is not None:
-        return
-    process.terminate()
-    try:
-        await asyncio.wait_for(process.wait(), 10)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-
-
-async def _post_faults(engine_url: str, faults: dict[str, Any]) -> None:
-    async with httpx.AsyncClient(timeout=10.0) as client:
-        (await client.post(f"{engine_url}/_double/faults", json=faults)).raise_for_status()
-
-
-async def _wait_http(url: str, process: asyncio.subprocess.Process, timeout: float = 30.0) -> None:
-    import httpx
-
-    async with httpx.AsyncClient(timeout=2.0) as client, asyncio.timeout(timeout):
-        while True:
-            if process.returncode is not None:
-                raise RuntimeError(f"engine exited with {process.returncode} before {url} answered")
-            with contextlib.suppress(httpx.HTTPError):
-                if (await client.get(url)).status_code == 200:
-                    return
-            await asyncio.sleep(0.1)

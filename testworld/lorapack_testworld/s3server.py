@@ -6,7 +6,7 @@ with `python -m lorapack_testworld.s3server` (prints the endpoint and credential
 The `weed` binary is built from the Go module proxy by hack/build-tools.sh (wrapper module
 hack/tools/seaweedfs) into $LORAPACK_CACHE/bin/seaweedfs-<version>-<go.sum hash>/; set
 LORAPACK_WEED to use another binary. docs/dev/s3-server.md says why SeaweedFS and not MinIO
-(AGPL) or moto.
+(AGPL) or moto. Finding the binary and its command line are in `lorapack_testworld.weed`.
 
 The server checks credentials for real (an identities file, as SeaweedFS's `-s3.config`):
 
@@ -19,12 +19,8 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
-import hashlib
-import json
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -39,7 +35,13 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from lorapack.clients.s3 import ObjectInfo, S3Settings
-from lorapack_testworld.paths import REPO_ROOT
+from lorapack_testworld.weed import (
+    find_weed,
+    free_ports,
+    spawn_weed,
+    weed_command,
+    write_identities,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client as Boto3S3Client
@@ -47,7 +49,6 @@ if TYPE_CHECKING:
 __all__ = [
     "READER_BUCKET",
     "S3Server",
-    "find_weed",
     "start_s3_server",
 ]
 
@@ -55,44 +56,7 @@ REGION: Final = "us-east-1"
 READER_BUCKET: Final = "public"
 _ADMIN = ("lorapackadmin", "lorapack-admin-secret-key-for-tests")
 _READER = ("lorapackreader", "lorapack-reader-secret-key-for-tests")
-_REPO = REPO_ROOT
 MiB: Final = 2**20
-
-
-def find_weed() -> Path:
-    """The SeaweedFS binary: $LORAPACK_WEED, else the one hack/build-tools.sh cached for the
-    pinned wrapper module (its folder name ends with the hash of hack/tools/seaweedfs/go.sum)."""
-    override = os.environ.get("LORAPACK_WEED")
-    if override:
-        return Path(override)
-    go_sum = _REPO / "hack" / "tools" / "seaweedfs" / "go.sum"
-    cache = Path(
-        os.environ.get("LORAPACK_CACHE")
-        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lorapack"
-    )
-    if go_sum.is_file():
-        tag = hashlib.sha256(go_sum.read_bytes()).hexdigest()[:12]
-        for folder in sorted((cache / "bin").glob(f"seaweedfs-*-{tag}")):
-            if (folder / ".complete").exists() and (folder / "weed").is_file():
-                return folder / "weed"
-    raise FileNotFoundError(
-        f"the SeaweedFS binary is not built (looked in {cache}/bin/seaweedfs-*); run "
-        "`make tools` (hack/build-tools.sh), or set LORAPACK_WEED to a weed binary"
-    )
-
-
-def _free_ports(count: int) -> list[int]:
-    """Ports the kernel just handed out on 127.0.0.1 (held together, so they are distinct)."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 @dataclass
@@ -239,66 +203,11 @@ def start_s3_server(
     base = Path(tempfile.mkdtemp(prefix="lorapack-s3-")) if workdir is None else Path(workdir)
     data = base / "data"
     data.mkdir(parents=True, exist_ok=True)
-    identities = {
-        "identities": [
-            {
-                "name": "admin",
-                "credentials": [{"accessKey": _ADMIN[0], "secretKey": _ADMIN[1]}],
-                "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-            },
-            {
-                "name": "reader",
-                "credentials": [{"accessKey": _READER[0], "secretKey": _READER[1]}],
-                "actions": [f"Read:{READER_BUCKET}", f"List:{READER_BUCKET}"],
-            },
-        ]
-    }
-    config_path = base / "s3-identities.json"
-    config_path.write_text(json.dumps(identities, indent=2))
-    ports = _free_ports(8)
+    config_path = write_identities(base, admin=_ADMIN, reader=_READER, bucket=READER_BUCKET)
+    ports = free_ports(8)
     s3_port = port or ports[0]
-    args = [
-        str(weed),
-        "server",
-        f"-dir={data}",
-        "-ip=127.0.0.1",
-        "-ip.bind=127.0.0.1",
-        f"-master.port={ports[1]}",
-        f"-master.port.grpc={ports[2]}",
-        f"-volume.port={ports[3]}",
-        f"-volume.port.grpc={ports[4]}",
-        "-filer",
-        f"-filer.port={ports[5]}",
-        f"-filer.port.grpc={ports[6]}",
-        "-s3",
-        f"-s3.port={s3_port}",
-        f"-s3.port.grpc={ports[7]}",
-        "-s3.port.iceberg=0",
-        "-s3.port.lance=0",
-        f"-s3.config={config_path}",
-        # Nothing leaves the machine; small volumes so a test run does not reserve gigabytes.
-        "-master.telemetry=false",
-        "-master.volumeSizeLimitMB=512",
-        # Every bucket is a collection with its own volumes (sparse files): room for hundreds.
-        "-volume.max=500",
-        "-volume.preStopSeconds=0",
-    ]
     log_path = base / "weed.log"
-    env = dict(os.environ)
-    # The master grows 7 volumes per new collection (bucket) by default; tests make a bucket
-    # each, so grow one at a time (what `weed mini` does for small setups).
-    for copies in ("1", "2", "3", "OTHER"):
-        env.setdefault(f"WEED_MASTER_VOLUME_GROWTH_COPY_{copies}", "1")
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            args,
-            env=env,
-            cwd=base,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = spawn_weed(weed_command(weed, data, config_path, s3_port, ports), base, log_path)
     server = S3Server(
         endpoint=f"http://127.0.0.1:{s3_port}",
         access_key=_ADMIN[0],

@@ -4,9 +4,11 @@ with simulated GPU nodes, for the integration tier and the demo.
     DevCluster.start(workdir=None, nodes=DEFAULT_NODES, crds_dir=<repo>/crds) -> DevCluster
     python -m lorapack_testworld.devcluster up|down|status [--nodes l20:4,h100:2] [--workdir DIR]
 
-Modules: cluster (DevCluster), nodes (NodeShape, presets, --nodes parsing, Node objects),
-pki (certificates, kubeconfigs), processes (spawn, stop, socket audit), tools (where the
-binaries built by hack/build-tools.sh are), and kwok stage files (*.yaml) next to them.
+Modules: cluster (DevCluster), client (kubectl and helm against it: ClusterClient,
+ClusterError), components (the components' command lines), nodes (NodeShape, presets, --nodes
+parsing, Node objects), pki (certificates, kubeconfigs), processes (spawn, stop, socket audit),
+tools (where the binaries built by hack/build-tools.sh are), and kwok stage files (*.yaml) next
+to them.
 """
 
 from lorapack_testworld.devcluster.cluster import (

@@ -8,7 +8,9 @@ runs through lorapack's own stages (*.yaml next to this module). `stop()` sends 
 SIGKILL, to exactly the processes it started and checks that none of their ports still listens.
 
 Used by the pytest fixtures (tests/fixtures/cluster.py), `python -m lorapack_testworld.devcluster`
-(`make cluster-up` / `make cluster-down`) and the demo.
+(`make cluster-up` / `make cluster-down`) and the demo. The components' command lines are in
+`lorapack_testworld.devcluster.components`, kubectl and helm against it in
+`lorapack_testworld.devcluster.client` (ClusterClient, which DevCluster extends).
 """
 
 from __future__ import annotations
@@ -27,18 +29,21 @@ import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import Final
 
-from lorapack_testworld.devcluster.nodes import (
-    DEFAULT_NODES,
-    KWOK_NODE_ANNOTATION,
-    NodeShape,
-    node_manifests,
+from lorapack_testworld.devcluster.client import ClusterClient, ClusterError
+from lorapack_testworld.devcluster.components import (
+    Ports,
+    apiserver_argv,
+    controller_manager_argv,
+    etcd_argv,
+    kwok_argv,
+    scheduler_argv,
 )
+from lorapack_testworld.devcluster.nodes import DEFAULT_NODES, NodeShape
 from lorapack_testworld.devcluster.pki import Pki, write_kubeconfig
 from lorapack_testworld.devcluster.processes import (
     ProcessRecord,
-    free_port,
     listening_sockets,
     spawn,
     stop_processes,
@@ -68,11 +73,7 @@ STATE_FILE: Final = "cluster.json"
 _START_TIMEOUT: Final = 120.0
 
 
-class ClusterError(RuntimeError):
-    """The control plane failed to start or stop; the message names the component and its log."""
-
-
-class DevCluster:
+class DevCluster(ClusterClient):
     """A running local control plane. Build one with `start()` (or `attach()` to a running one)."""
 
     def __init__(
@@ -151,82 +152,18 @@ class DevCluster:
         service_cidr: str = SERVICE_CIDR,
     ) -> None:
         tools, work = self.tools, self.workdir
-        logs = work / "logs"
         pki = Pki.create(work / "pki")
-        etcd_port, peer_port, api_port, kcm_port, sched_port, kwok_port = (
-            free_port() for _ in range(6)
-        )
-        self.kubelet_port = kwok_port
+        ports = Ports.allocate()
+        self.kubelet_port = ports.kwok
 
-        def run(name: str, argv: list[str], ports: Iterable[int]) -> None:
-            env = {
-                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                "HOME": str(work),  # kwok and friends read ~/.kwok, ~/.kube: keep them inside
-                "KWOK_WORKDIR": str(work / "kwok"),
-            }
-            ports = tuple(ports)
-            self._launch[name] = (list(argv), env, ports)
-            popen, record = spawn(name, argv, logs, env=env, ports=ports, detach=detach)
-            self._popens[record.pid] = popen
-            self.processes.append(record)
-            self._save_state()
-            log.info("started %s (pid %d) %s", name, record.pid, _ports_text(ports))
+        etcd_health = f"{ports.etcd_url}/health"
+        self._spawn("etcd", etcd_argv(tools, work, ports), (ports.etcd, ports.etcd_peer), detach)
+        self._wait("etcd", lambda: _http_ok(etcd_health))
+        self._ready["etcd"] = lambda: _http_ok(etcd_health)
 
-        etcd_url = f"http://127.0.0.1:{etcd_port}"
-        peer_url = f"http://127.0.0.1:{peer_port}"
-        run(
-            "etcd",
-            [
-                str(tools.etcd),
-                "--name=devcluster",
-                f"--data-dir={work / 'etcd'}",
-                f"--listen-client-urls={etcd_url}",
-                f"--advertise-client-urls={etcd_url}",
-                f"--listen-peer-urls={peer_url}",
-                f"--initial-advertise-peer-urls={peer_url}",
-                f"--initial-cluster=devcluster={peer_url}",
-                "--unsafe-no-fsync=true",  # throwaway data: durability buys nothing here
-                "--log-level=warn",
-            ],
-            (etcd_port, peer_port),
-        )
-        self._wait("etcd", lambda: _http_ok(f"{etcd_url}/health"))
-        self._ready["etcd"] = lambda: _http_ok(f"{etcd_url}/health")
-
-        self.server = f"https://127.0.0.1:{api_port}"
-        run(
-            "kube-apiserver",
-            [
-                str(tools.kube_apiserver),
-                f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={api_port}",
-                # Without it the API server advertises the default-route address; the
-                # `kubernetes` Endpoints reconciler would then reject 127.0.0.1, so it is off.
-                "--advertise-address=127.0.0.1",
-                "--endpoint-reconciler-type=none",
-                f"--tls-cert-file={pki.serving_cert}",
-                f"--tls-private-key-file={pki.serving_key}",
-                f"--client-ca-file={pki.ca_cert}",
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                f"--service-account-key-file={pki.sa_public}",
-                f"--service-account-signing-key-file={pki.sa_private}",
-                f"--service-cluster-ip-range={service_cidr}",
-                "--authorization-mode=Node,RBAC",
-                # The aggregation layer's request-header authentication, as kubeadm configures
-                # it; without it every component that delegates authentication logs errors.
-                f"--requestheader-client-ca-file={pki.front_proxy_ca}",
-                "--requestheader-allowed-names=front-proxy-client",
-                "--requestheader-username-headers=X-Remote-User",
-                "--requestheader-group-headers=X-Remote-Group",
-                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-                f"--proxy-client-cert-file={pki.front_proxy_client.cert}",
-                f"--proxy-client-key-file={pki.front_proxy_client.key}",
-                "--allow-privileged=true",
-                "--profiling=false",
-            ],
-            (api_port,),
-        )
+        self.server = f"https://127.0.0.1:{ports.api}"
+        argv = apiserver_argv(tools, pki, ports, service_cidr)
+        self._spawn("kube-apiserver", argv, (ports.api,), detach)
         ca = ssl.create_default_context(cafile=str(pki.ca_cert))
         self._wait("kube-apiserver", lambda: _http_ok(f"{self.server}/readyz", ca))
         self._ready["kube-apiserver"] = lambda: _http_ok(f"{self.server}/readyz", ca)
@@ -238,73 +175,25 @@ class DevCluster:
         sched_config = write_kubeconfig(
             work / "scheduler.kubeconfig", self.server, pki.ca_cert, pki.scheduler
         )
-        run(
-            "kube-controller-manager",
-            [
-                str(tools.kube_controller_manager),
-                f"--kubeconfig={kcm_config}",
-                f"--authentication-kubeconfig={kcm_config}",
-                f"--authorization-kubeconfig={kcm_config}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={kcm_port}",
-                f"--cert-dir={work / 'controller-manager'}",
-                "--leader-elect=false",
-                # Each controller acts as its own service account, bound by bootstrap RBAC.
-                "--use-service-account-credentials=true",
-                f"--service-account-private-key-file={pki.sa_private}",
-                f"--root-ca-file={pki.ca_cert}",
-                f"--cluster-signing-cert-file={pki.ca_cert}",
-                f"--cluster-signing-key-file={pki.ca_key}",
-            ],
-            (kcm_port,),
-        )
-        run(
-            "kube-scheduler",
-            [
-                str(tools.kube_scheduler),
-                f"--kubeconfig={sched_config}",
-                f"--authentication-kubeconfig={sched_config}",
-                f"--authorization-kubeconfig={sched_config}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={sched_port}",
-                f"--cert-dir={work / 'scheduler'}",
-                "--leader-elect=false",
-            ],
-            (sched_port,),
-        )
+        argv = controller_manager_argv(tools, work, pki, kcm_config, ports)
+        self._spawn("kube-controller-manager", argv, (ports.controller_manager,), detach)
+        argv = scheduler_argv(tools, work, sched_config, ports)
+        self._spawn("kube-scheduler", argv, (ports.scheduler,), detach)
         stages = sorted(STAGES_DIR.glob("*.yaml"))
-        run(
-            "kwok",
-            [
-                str(tools.kwok),
-                f"--kubeconfig={self.kubeconfig}",
-                f"--config={','.join(str(s) for s in stages)}",
-                # Only the nodes devcluster.nodes creates (they carry the annotation).
-                "--manage-all-nodes=false",
-                f"--manage-nodes-with-annotation-selector={'='.join(KWOK_NODE_ANNOTATION)}",
-                f"--cidr={POD_CIDR}",
-                "--node-lease-duration-seconds=40",
-                # kwok's kubelet-like server (logs, exec, port-forward) on loopback: the API
-                # server reaches it through each node's Hostname "localhost" and kubelet port.
-                # No --node-ip: nodes get no InternalIP, so nothing outside loopback is dialled.
-                f"--server-address=127.0.0.1:{kwok_port}",
-                f"--tls-cert-file={pki.kwok_serving_cert}",
-                f"--tls-private-key-file={pki.kwok_serving_key}",
-            ],
-            (kwok_port,),
-        )
+        argv = kwok_argv(tools, self.kubeconfig, pki, ports, stages, POD_CIDR)
+        self._spawn("kwok", argv, (ports.kwok,), detach)
         insecure = ssl.create_default_context()
         insecure.check_hostname = False
         insecure.verify_mode = ssl.CERT_NONE  # self-signed loopback health endpoints
         self._wait(
             "kube-controller-manager",
-            lambda: _http_ok(f"https://127.0.0.1:{kcm_port}/healthz", insecure),
+            lambda: _http_ok(f"https://127.0.0.1:{ports.controller_manager}/healthz", insecure),
         )
         self._wait(
             "kube-scheduler",
-            lambda: _http_ok(f"https://127.0.0.1:{sched_port}/healthz", insecure),
+            lambda: _http_ok(f"https://127.0.0.1:{ports.scheduler}/healthz", insecure),
         )
-        self._wait("kwok", lambda: _http_ok(f"https://127.0.0.1:{kwok_port}/healthz", ca))
+        self._wait("kwok", lambda: _http_ok(f"https://127.0.0.1:{ports.kwok}/healthz", ca))
         # The service-account controller runs: pods can be created in fresh namespaces.
         self._wait(
             "kube-controller-manager",
@@ -313,6 +202,21 @@ class DevCluster:
         if crds_dir is not None:
             self.install_crds(crds_dir)
         self.add_nodes(nodes)
+
+    def _spawn(self, name: str, argv: list[str], ports: tuple[int, ...], detach: bool) -> None:
+        """Start one component with a minimal environment, and record how (for `restart`)."""
+        work = self.workdir
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(work),  # kwok and friends read ~/.kwok, ~/.kube: keep them inside
+            "KWOK_WORKDIR": str(work / "kwok"),
+        }
+        self._launch[name] = (list(argv), env, ports)
+        popen, record = spawn(name, argv, work / "logs", env=env, ports=ports, detach=detach)
+        self._popens[record.pid] = popen
+        self.processes.append(record)
+        self._save_state()
+        log.info("started %s (pid %d) %s", name, record.pid, _ports_text(ports))
 
     def restart(self, name: str, *, down_seconds: float = 0.0) -> float:
         """Stop one component (SIGTERM, as a node reboot or an upgrade would) and start it again
@@ -415,103 +319,7 @@ class DevCluster:
         """(pid, address, port) of every listening socket of the cluster's processes."""
         return listening_sockets(p.pid for p in self.processes)
 
-    # ---------------------------------------------------------------------------- using it
-
-    def env(self) -> dict[str, str]:
-        """This process's environment plus KUBECONFIG and PATH (built kubectl and helm first),
-        with kubectl's and helm's caches kept inside the work folder."""
-        env = dict(os.environ)
-        env["KUBECONFIG"] = str(self.kubeconfig)
-        env["PATH"] = os.pathsep.join([*self.tools.path_dirs(), env.get("PATH", "")])
-        env["KUBECACHEDIR"] = str(self.workdir / "kube-cache")
-        for kind in ("CACHE", "CONFIG", "DATA"):
-            env[f"HELM_{kind}_HOME"] = str(self.workdir / "helm" / kind.lower())
-        return env
-
-    def kubectl(
-        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60.0
-    ) -> subprocess.CompletedProcess[str]:
-        """Run the built kubectl against this cluster; `check` raises ClusterError on failure."""
-        return self._run([str(self.tools.kubectl), *args], input, check, timeout)
-
-    def helm(
-        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120.0
-    ) -> subprocess.CompletedProcess[str]:
-        """Run the built helm against this cluster; `check` raises ClusterError on failure."""
-        return self._run([str(self.tools.helm), *args], input, check, timeout)
-
-    def get_json(self, *args: str) -> Any:
-        """`kubectl get ARGS -o json`, parsed."""
-        return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
-
-    def apply_objects(self, objects: Sequence[dict[str, Any]]) -> None:
-        """Create or update objects (server-side apply as the devcluster field manager)."""
-        doc = {"apiVersion": "v1", "kind": "List", "items": list(objects)}
-        self.kubectl(
-            "apply",
-            "--server-side",
-            "--field-manager=lorapack-devcluster",
-            "-f",
-            "-",
-            input=json.dumps(doc),
-        )
-
-    def install_crds(self, crds_dir: Path) -> None:
-        """Apply every CRD in `crds_dir` and wait until the API server serves them."""
-        files = sorted(crds_dir.glob("*.yaml"))
-        if not files:
-            raise ClusterError(f"no CRD files (*.yaml) in {crds_dir}")
-        args = [a for f in files for a in ("-f", str(f))]
-        self.kubectl("apply", "--server-side", "--field-manager=lorapack-devcluster", *args)
-        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", *args)
-
-    def add_nodes(self, shapes: Sequence[NodeShape], timeout: float = 60.0) -> list[str]:
-        """Create more fake nodes (numbered after the existing ones); wait until they are Ready.
-
-        Returns the new node names.
-        """
-        existing = [n["metadata"]["name"] for n in self.get_json("nodes")["items"]]
-        version = json.loads(self.kubectl("version", "-o", "json").stdout)["serverVersion"]
-        manifests = node_manifests(
-            shapes, existing, kubelet_port=self.kubelet_port, kubelet_version=version["gitVersion"]
-        )
-        if not manifests:
-            return []
-        doc = {"apiVersion": "v1", "kind": "List", "items": manifests}
-        self.kubectl("create", "-f", "-", input=json.dumps(doc))
-        names = [m["metadata"]["name"] for m in manifests]
-        self.kubectl(
-            "wait",
-            "--for=condition=Ready",
-            f"--timeout={int(timeout)}s",
-            *(f"node/{n}" for n in names),
-            timeout=timeout + 10,
-        )
-        log.info("nodes Ready: %s", ", ".join(names))
-        return names
-
     # ----------------------------------------------------------------------------- internals
-
-    def _run(
-        self, argv: list[str], input: str | None, check: bool, timeout: float
-    ) -> subprocess.CompletedProcess[str]:
-        env = self.env()
-        argv = [*argv[:1], f"--kubeconfig={self.kubeconfig}", *argv[1:]]
-        result = subprocess.run(
-            argv,
-            input=input,
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=timeout,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise ClusterError(
-                f"{Path(argv[0]).name} {' '.join(argv[2:])} failed (exit {result.returncode}):"
-                f" {result.stderr.strip() or result.stdout.strip()}"
-            )
-        return result
 
     def _wait(self, name: str, ready: Callable[[], bool], timeout: float = _START_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
