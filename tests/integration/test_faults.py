@@ -8,8 +8,9 @@ sampler reads adapters, EndpointSlices and every engine's registry every 200 ms,
 Faults, one at a time and then two at once: a rollout of the `replicas.min: 2` adapters (a
 voluntary move), the active operator SIGKILLed in the middle of a placement change (the other
 replica takes over), a pool pod deleted, S3 answering 503 SlowDown / 500 and stalling, an engine
-failing loads and restarting, the API server restarting, etcd restarting, pod deletion plus an
-engine restart at once. What must hold:
+failing loads and restarting, the API server restarting, etcd restarting, a kwok node going
+NotReady (no heartbeat, as when its kubelet dies) and coming back, pod deletion plus an engine
+restart at once. What must hold:
 
 * no `replicas.min: 2` adapter has zero ready endpoints during the voluntary move;
 * every answer comes from the adapter asked for (the double names it); anything else is a
@@ -54,6 +55,7 @@ import yaml
 
 from lorapack_testworld.artifacts import ArtifactIndex
 from lorapack_testworld.devcluster import DevCluster, Tools, ToolsMissing
+from lorapack_testworld.devcluster.kubelet_down import KubeletDown
 from lorapack_testworld.devcluster.nodes import L20
 from lorapack_testworld.faultproxy import Fault, FaultProxy
 from lorapack_testworld.paths import find_repo_root
@@ -156,6 +158,7 @@ class Workload:
         self.stop.set()
         for thread in self.threads:
             thread.join(timeout=30)
+        self.api.client.close()
         print("fault suite:", json.dumps(self.summary(), indent=2))  # also when a step failed
 
     def summary(self) -> dict[str, Any]:
@@ -357,6 +360,26 @@ def world_under_faults(
         cluster.stop()
 
 
+def _routed(e: E2E, pod: str) -> bool:
+    """Some adapter's EndpointSlice lists `pod` as a ready endpoint (the pool's governing
+    `<pool>-pods` Service publishes not-ready addresses on purpose: not routing)."""
+    slices = e.cluster.get_json(
+        "endpointslices", "-n", e.namespace,
+        "-l", "endpointslice.kubernetes.io/managed-by=operator.lorapack.io",
+    )["items"]  # fmt: skip
+    return any(
+        (ep.get("targetRef") or {}).get("name") == pod
+        and (ep.get("conditions") or {}).get("ready") is not False
+        for s in slices
+        for ep in s.get("endpoints") or []
+    )
+
+
+def _tainted(e: E2E, node: str) -> bool:
+    taints = e.cluster.get_json("node", node)["spec"].get("taints") or []
+    return any(t.get("key") == "node.kubernetes.io/not-ready" for t in taints)
+
+
 def _engine_keys(e: E2E) -> dict[str, str]:
     keys = {}
     for pool in POOLS:
@@ -463,7 +486,23 @@ def test_faults_never_misroute_and_the_world_converges(
             w.settle(component, expected)
             w.tally.faults += 1
 
-        # 8. Two at once: a pod deleted while another pool's engine restarts.
+        # 8. A node goes NotReady and comes back (its kubelet lost the container runtime): the
+        # node and its pods are not ready, the controller-manager taints it; then the kubelet
+        # is back and its pods turn Ready again (their engines kept their adapters).
+        w.phase("node-notready")
+        node = e.get("pod", "pa-1")["spec"]["nodeName"]
+        with KubeletDown(e.cluster, node) as down:
+            e.wait(f"node {node} tainted not-ready", lambda: _tainted(e, node), timeout=60)
+            began = time.monotonic()
+            e.wait("pa-1 out of every adapter's EndpointSlice", lambda: not _routed(e, "pa-1"),
+                   timeout=60)  # fmt: skip
+            w.tally.converge["node-notready: pa-1 unrouted"] = round(time.monotonic() - began, 1)
+            time.sleep(5)
+        w.tally.notes[f"node {node} down with {len(down.pods)} pod(s)"] += 1
+        w.settle("node-notready", expected)
+        w.tally.faults += 1
+
+        # 9. Two at once: a pod deleted while another pool's engine restarts.
         w.phase("combined")
         e.cluster.kubectl("delete", "pod", "pc-0", "-n", e.namespace, "--wait=false")
         e.admin(f"/pods/{e.namespace}/pb-0/restart-engine").raise_for_status()

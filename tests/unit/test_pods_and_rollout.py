@@ -134,3 +134,48 @@ def test_endpoints_only_pods_holding_the_wanted_digest() -> None:
     # A pod no longer asked to hold the adapter leaves routing at once, even though loaded.
     eps = endpoints_by_adapter({0: {}, 1: {}, 2: {}}, V2, pods)
     assert eps["a/chat"] == []
+
+
+def _with_ready(pod: dict, status: str, reason: str | None) -> dict:  # type: ignore[type-arg]
+    for condition in pod["status"]["conditions"]:
+        if condition["type"] == "Ready":
+            condition["status"] = status
+            if reason is not None:
+                condition["reason"] = reason
+    return pod
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "routed"),
+    [
+        ("True", None, True),
+        # The agent's gate is False while it syncs a new desired state: the adapters it already
+        # serves stay routed.
+        ("False", "ReadinessGatesNotReady", True),
+        # The node lifecycle controller flips `status` of a NotReady node's pods, no reason.
+        ("False", None, False),
+        ("False", "ContainersNotReady", False),
+        ("Unknown", None, False),
+    ],
+)
+def test_routing_follows_the_pods_ready_condition_except_its_gate(
+    status: str, reason: str | None, routed: bool
+) -> None:
+    raw = _with_ready(make_pod(report=observed(("chat", D2, "Loaded"))), status, reason)
+    pod = observe_pod(raw)
+    assert pod is not None
+    assert pod.reachable is routed
+    eps = endpoints_by_adapter({0: {"a/chat": D2}}, V2, {0: pod})
+    assert [e.pod for e in eps["a/chat"]] == (["llama3-8b-0"] if routed else [])
+
+
+def test_rollout_never_switches_the_last_reachable_copy() -> None:
+    """Two copies of D1, one on a node that is not Ready: switching the reachable one would
+    leave no copy anyone can reach."""
+    assignment = {0: frozenset({"a/chat"}), 1: frozenset({"a/chat"})}
+    before = {0: {"a/chat": D1}, 1: {"a/chat": D1}}
+    raws = [make_pod(ordinal=o, report=observed(("chat", D1, "Loaded"))) for o in (0, 1)]
+    _with_ready(raws[1], "False", None)
+    pods = {o: p for o, raw in enumerate(raws) if (p := observe_pod(raw)) is not None}
+    out = choose_digests(assignment, V2, before, pods)
+    assert out == before

@@ -299,3 +299,19 @@ def test_unplaceable_because_the_pool_cannot_schedule_says_so() -> None:
     stalled = next(x for x in status.conditions if x.type == c.STALLED)
     assert (stalled.status, stalled.reason) == ("True", c.UNSCHEDULABLE)
     assert "Insufficient nvidia.com/gpu;" in stalled.message
+
+
+def test_loaded_copy_on_a_not_ready_pod_says_it_is_out_of_routing() -> None:
+    raw = make_pod(ordinal=0, report=observed(("chat", D1, "Loaded")))
+    for condition in raw["status"]["conditions"]:
+        if condition["type"] == "Ready":
+            condition["status"] = "False"  # the node lifecycle controller's mark, no reason
+    pod = observe_pod(raw)
+    assert pod is not None
+    status = compute_adapter_status(
+        adapter(), facts(desired={pod.name: D1}, pods={pod.name: pod}), NOW
+    )
+    ready = next(x for x in status.conditions if x.type == c.READY)
+    assert (ready.status, ready.reason) == ("False", c.LOADING)
+    assert "out of routing while pod(s) llama3-8b-0 are not ready" in ready.message
+    assert "NodeNotReady on node gpu-l20-0" in status.placements[0].message

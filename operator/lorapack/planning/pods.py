@@ -57,6 +57,16 @@ class PodObservation:
     observed: ObservedState | None
     """The agent's report; None before the agent's first report (or if it is unreadable)."""
     report_error: str | None = None
+    not_ready_for: str | None = None
+    """Why the pod is not ready other than its readiness gate (None: ready, or only the gate
+    holds it back). The gate turns False while the agent syncs a new desired state, which must
+    not take the pod's other adapters out of routing; anything else (containers not ready, the
+    node lifecycle controller marking the pods of a node that stopped being Ready) does."""
+
+    @property
+    def reachable(self) -> bool:
+        """Traffic may be sent to it: not held back by its node or its containers."""
+        return self.not_ready_for is None
 
     @property
     def engine_up(self) -> bool:
@@ -116,12 +126,28 @@ def observe_pod(pod: Mapping[str, Any]) -> PodObservation | None:
         phase=str(status.get("phase", "Pending")),
         deleting=meta.get("deletionTimestamp") is not None,
         ready=conds.get("Ready", {}).get("status") == "True",
+        not_ready_for=_not_ready_for(conds.get("Ready")),
         scheduled=scheduled_cond.get("status") == "True" or bool(spec.get("nodeName")),
         unschedulable=unschedulable,
         created=parse_time(meta.get("creationTimestamp")),
         observed=observed,
         report_error=report_error,
     )
+
+
+# The kubelet's reason when only readiness gates keep a pod from Ready (containers are ready).
+GATES_NOT_READY = "ReadinessGatesNotReady"
+
+
+def _not_ready_for(ready: Mapping[str, Any] | None) -> str | None:
+    if ready is None or ready.get("status") == "True":
+        return None  # no Ready condition yet: the pod is judged by its agent's report alone
+    reason = ready.get("reason")
+    if reason == GATES_NOT_READY:
+        return None
+    # The node lifecycle controller flips only `status` and keeps the old reason (none when
+    # the pod was Ready): "node not ready" is the usual cause of a reason-less False.
+    return str(reason or "NodeNotReady")
 
 
 def is_lost(pod: PodObservation | None, *, now: datetime, lost_after: float) -> bool:

@@ -51,7 +51,9 @@ Digests = Mapping[int, Mapping[str, str]]  # ordinal -> adapter key -> digest
 
 
 def _holds(pod: PodObservation | None, served_name: str, digest: str | None = None) -> bool:
-    if pod is None:
+    """The pod serves that version and can be sent traffic (a copy on a node that is not
+    Ready does not count: switching the last reachable copy would leave none)."""
+    if pod is None or not pod.reachable:
         return False
     loaded = pod.loaded().get(served_name)
     return loaded is not None and (digest is None or loaded == digest)

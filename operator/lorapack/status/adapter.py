@@ -83,6 +83,11 @@ def _placements(adapter: LoraAdapter, facts: AdapterFacts) -> list[PlacementStat
                 message = "removed from routing; the agent drains and unloads it"
             elif wanted is not None and wanted != digest and state == "Loaded":
                 message = f"serving {_short(digest)}; switching to {_short(wanted)}"
+            elif not pod.reachable and state == "Loaded":
+                message = (
+                    f"loaded, but out of routing: pod {pod_name} is not ready "
+                    f"({pod.not_ready_for}{f' on node {node}' if node else ''})"
+                )
         elif pod is None:
             state, digest, since = "Pending", wanted or "", ""
             message = f"pod {pod_name} does not exist yet"
@@ -162,6 +167,8 @@ def _verdict(
     if not facts.desired:
         return Verdict("progressing", c.PENDING_PLACEMENT, "waiting for a pod in the pool")
     states = {p.state for p in placements}
+    if states == {"Loaded"} and (cut_off := _out_of_routing(facts)) is not None:
+        return cut_off
     if states == {"Loaded"}:
         return Verdict(
             "progressing",
@@ -175,6 +182,21 @@ def _verdict(
     pending = "; ".join(f"{p.pod}: {p.message}" for p in placements if p.state == "Pending")
     return Verdict(
         "progressing", c.PENDING_PLACEMENT, pending or f"{updated}/{spec_min} pods ready"
+    )
+
+
+def _out_of_routing(facts: AdapterFacts) -> Verdict | None:
+    """Loaded everywhere, but some copies sit on pods that are not ready (node, containers)."""
+    cut_off = sorted(
+        p.name for p in facts.pods.values() if p.name in facts.desired and not p.reachable
+    )
+    if not cut_off:
+        return None
+    return Verdict(
+        "progressing",
+        c.LOADING,
+        f"loaded, but out of routing while pod(s) {', '.join(cut_off)} are not ready (their "
+        "node or containers); back in routing when they are ready",
     )
 
 
