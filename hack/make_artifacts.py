@@ -16,6 +16,7 @@ Layout (all paths relative to the output folder; index.json lists every entry):
 
     model/                  tiny LlamaForCausalLM + byte-level BPE tokenizer, fp32 safetensors
     adapters/<name>/        PEFT LoRA adapters for that model
+    adapters/churn-<i>/     eight more good adapters (ranks 8-64), distinct weights for churn tests
     other-model/            a second tiny Llama with other shapes (only for the wrong-base adapter)
 
 The model follows vllm-lora-contract.md section 11.1: hidden 64, 4 heads, 2 KV heads, head_dim 32
@@ -40,6 +41,8 @@ SERVED_NAME = "lorapack/tiny-llama"
 OTHER_SERVED_NAME = "lorapack/tiny-llama-wide"
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 GOOD_RANKS = (8, 16, 64, 128)
+CHURN_ADAPTERS = 8
+CHURN_RANKS = (8, 16, 32, 64)
 SEED = 20261125
 
 # A few plain sentences are enough for a BPE that tokenizes the test prompts into several tokens.
@@ -361,6 +364,18 @@ def build(out: Path) -> None:
             notes=f"trained on {OTHER_SERVED_NAME} (hidden 128, intermediate 256)",
         )
     )
+
+    # Churn adapters (tests/contract/test_churn.py): more distinct weights than any test engine's
+    # CPU cache holds, so that greedy completions tell every one of them apart while adapters are
+    # loaded, unloaded and swapped; ranks vary so that swaps change the slot's shape as well.
+    for i in range(CHURN_ADAPTERS):
+        name, rank = f"churn-{i}", CHURN_RANKS[i % len(CHURN_RANKS)]
+        save_adapter(make_lora(model, SEED + 300 + i, r=rank, lora_alpha=2 * rank), adapters / name)
+        entries.append(
+            adapter_entry(
+                out, name, rank=rank, engine="loads", engine_detail="", notes="churn weights"
+            )
+        )
 
     index = {
         "format": 1,

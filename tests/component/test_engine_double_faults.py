@@ -225,3 +225,19 @@ async def test_cli_serves_and_exits_1_when_crashed(fake_adapter: FakeAdapter) ->
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_ignore_next_unloads_answers_200_and_keeps_the_name(
+    engine_double: DoubleFactory, fake_adapter: FakeAdapter
+) -> None:
+    double = await engine_double()
+    async with EngineClient(double.url) as client:
+        await client.load("a", str(fake_adapter("a")))
+        answer = await set_faults(double, ignore_next_unloads=1)
+        assert answer.json()["ignore_next_unloads"] == 1
+
+        unloads = [await client.unload("a"), "a" in await client.adapters()]
+        unloads += [await client.unload("a"), "a" in await client.adapters()]
+
+    # Both unloads say 200; only the second one took.
+    assert unloads == [True, True, True, False]

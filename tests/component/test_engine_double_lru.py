@@ -2,7 +2,8 @@
 
 vllm-lora-contract.md section 4: the registry is unbounded and changed only by load/unload;
 the CPU cache holds max-cpu-loras adapters (LRU); max-loras GPU slots hold the active ones; a
-request for an evicted adapter re-reads its folder, and a vanished folder kills the engine.
+request for an evicted adapter (or for one loaded with load_inplace, whose flag sticks) re-reads
+its folder, and a vanished folder kills the engine.
 """
 
 from __future__ import annotations
@@ -137,6 +138,33 @@ async def test_a_vanished_folder_of_a_cached_adapter_goes_unnoticed(
     shutil.rmtree(folder)
 
     assert (await complete(double, "cached")).status_code == 200
+
+
+async def test_a_vanished_folder_of_an_inplace_loaded_adapter_kills_the_engine_while_cached(
+    engine_double: DoubleFactory, fake_adapter: FakeAdapter
+) -> None:
+    """vLLM 0.32 keeps load_inplace on the request it serves with, so every request re-reads
+    the folder (docs/dev/vllm-engine-notes.md): residency does not protect it."""
+    double = await engine_double(max_loras=1, max_cpu_loras=1)
+    await load(double, "sticky", fake_adapter("v1"))
+    folder = fake_adapter("v2")
+    response = await post(
+        double,
+        "/v1/load_lora_adapter",
+        lora_name="sticky",
+        lora_path=str(folder),
+        load_inplace=True,
+    )
+    assert response.status_code == 200
+    assert (await complete(double, "sticky")).status_code == 200
+    assert names(double.state()["cpu_cache"]) == ["sticky"]
+    shutil.rmtree(folder)
+
+    response = await complete(double, "sticky")
+
+    assert response.status_code == 500
+    assert response.json()["error"]["message"] == ENGINE_DEAD_MESSAGE
+    await asyncio.wait_for(double.stopped.wait(), timeout=10)
 
 
 async def test_more_adapters_than_slots_wait_instead_of_failing(

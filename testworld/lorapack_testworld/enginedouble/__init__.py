@@ -19,9 +19,11 @@ this module is fixed. What it reproduces (vllm-lora-contract.md sections 2-6 and
   pt, "doesn't contain tensors", modules outside the Llama family's LoRA set, shapes that do
   not fit the base model (when --model is a folder with a config.json);
 * the three tiers of section 4: an unbounded name registry, a CPU LRU cache of max-cpu-loras
-  adapters and max-loras GPU slots; unload only forgets the name; an adapter evicted from the
-  CPU cache is re-read from disk on its next request, and if its folder has vanished the engine
-  dies like a dead EngineCore (that request gets 500, /health 503, then the server shuts down);
+  adapters and max-loras GPU slots; unload only forgets the name (its weights keep their cache
+  entry until LRU eviction); an adapter evicted from the CPU cache, or loaded with load_inplace
+  (vLLM 0.32 keeps that flag, so every request re-reads the folder), is re-read from disk on its
+  next request, and if its folder has vanished the engine dies like a dead EngineCore (that
+  request gets 500, /health 503, then the server shuts down);
 * scheduling of section 4.2: at most max-loras distinct adapters among running requests, the
   others wait (deferred); `vllm:lora_requests_info` with a timestamp value, plus
   `vllm:num_requests_running` / `_waiting` / `_waiting_by_reason`;
@@ -31,8 +33,9 @@ this module is fixed. What it reproduces (vllm-lora-contract.md sections 2-6 and
 
 Fault injection, through the constructor, CLI flags or `POST /_double/faults` (outside /v1):
 load_delay_s, fail_next_loads (500s), completion_delay_s (keeps requests in flight), unhealthy
-(/health 503), crash (stop answering; the CLI process exits 1), restart (forget every runtime
-adapter, like an engine restart). `GET /_double/state` shows registry, caches and in-flight work.
+(/health 503), refuse_names, ignore_next_unloads (200 while the name stays registered), crash
+(stop answering; the CLI process exits 1), restart (forget every runtime adapter, like an engine
+restart). `GET /_double/state` shows registry, caches and in-flight work.
 
 Embed it with `EngineDouble(...)`, `await start()`, `.url`, `await stop()`, or run it like
 `vllm serve`: `python -m lorapack_testworld.enginedouble serve MODEL --enable-lora ...`.

@@ -136,7 +136,9 @@ class OpenAIRoutes(EngineState):
                 return error_response(500, self._add_lora_failed(str(exc)), "InternalServerError")
             if base_model_name not in self.served_names:
                 base_model_name = None
-            self._registry[name] = Registered(name, int_id, path, base_model_name, files)
+            self._registry[name] = Registered(
+                name, int_id, path, base_model_name, files, load_inplace=load_inplace
+            )
             return f"Success: LoRA adapter '{name}' added successfully."
 
     def _add_lora_failed(self, worker_message: str) -> str:
@@ -168,6 +170,9 @@ class OpenAIRoutes(EngineState):
                 return error_response(
                     404, f"The lora adapter '{name}' cannot be found.", "NotFoundError"
                 )
+            if self.faults.ignore_next_unloads > 0:
+                self.faults.ignore_next_unloads -= 1
+                return f"Success: LoRA adapter '{name}' removed successfully."
             # Like vLLM 0.32/0.33: only the name goes; the weights stay cached until evicted.
             del self._registry[name]
             return f"Success: LoRA adapter '{name}' removed successfully."

@@ -2,10 +2,12 @@
 
 `EngineState` holds what vLLM's engine keeps (vllm-lora-contract.md section 4): an unbounded
 name registry, a CPU LRU cache of max-cpu-loras adapters and max-loras GPU slots; unload only
-forgets the name, and an adapter evicted from the CPU cache is re-read from disk on its next
-request (if its folder has vanished the engine dies like a dead EngineCore). It schedules
-requests as section 4.2 says (at most max-loras distinct adapters among running requests, the
-others wait) and publishes the Prometheus gauges. `Faults` is the injected misbehaviour.
+forgets the name (the weights keep their cache entry until LRU eviction, so an unloaded adapter
+can push a registered one out), and an adapter evicted from the CPU cache, or loaded with
+load_inplace, is re-read from disk on its next request (if its folder has vanished the engine
+dies like a dead EngineCore). It schedules requests as section 4.2 says (at most max-loras
+distinct adapters among running requests, the others wait) and publishes the Prometheus
+gauges. `Faults` is the injected misbehaviour.
 
 `EngineState` is the base class of the routes (`routes.OpenAIRoutes`) and of `EngineDouble`
 (`app`), which sets the configuration attributes declared here and implements `crash`.
@@ -48,6 +50,9 @@ class Faults:
     #: Loads of these adapter names are refused (400 invalid_adapter, as vLLM refuses weights it
     #: cannot use): an engine-side failure that lorapack's pre-flight cannot foresee.
     refuse_names: list[str] = field(default_factory=list)
+    #: The next N unloads answer 200 but leave the name registered and served (an unload that
+    #: does not take: a frontend that never drops it, or a resolver that registers it again).
+    ignore_next_unloads: int = 0
 
 
 @dataclass
@@ -59,6 +64,9 @@ class Registered:
     path: str
     base_model_name: str | None
     files: AdapterFiles
+    #: vLLM 0.32 keeps the load's load_inplace on the request it serves the adapter with
+    #: (vllm#33791), so the worker re-reads the folder on every request that uses it.
+    load_inplace: bool = False
 
 
 @dataclass
@@ -208,9 +216,10 @@ class EngineState:
             await self._scheduler.wait_for(lambda: self.dead or self._can_run(adapter.int_id))
         if self.dead:
             raise EngineDied
-        if adapter.int_id not in self._cpu_cache:
-            # Evicted from the CPU cache: the worker re-reads the folder inside the model step;
-            # a failure there is fatal to the EngineCore (section 4.3).
+        if adapter.int_id not in self._cpu_cache or adapter.load_inplace:
+            # Evicted from the CPU cache, or loaded with load_inplace (which sticks): the worker
+            # re-reads the folder inside the model step; a failure there is fatal to the
+            # EngineCore (section 4.3; a sticky adapter dies with its folder even while cached).
             try:
                 files = read_adapter(
                     adapter.path, max_lora_rank=self.max_lora_rank, dims=self._dims
