@@ -8,77 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import shutil
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from lorapack.agent.loop import Agent
-from lorapack.api.podstate import DesiredAdapter, DesiredState, FileSpec, ObservedState
+from lorapack.api.podstate import DesiredAdapter, DesiredState
 from lorapack.clients.engine import EngineClient
-from lorapack.errors import ArtifactRejected
 from lorapack_testworld.enginedouble import EngineDouble
-
-
-class LocalCache:
-    """CachePort over local folders: digest -> source folder."""
-
-    def __init__(self, root: Path, sources: dict[str, Path]) -> None:
-        self.root = root
-        self.sources = sources
-        self.quota_bytes: int | None = None
-        self.downloads: list[str] = []
-
-    def path_for(self, digest: str) -> Path:
-        return self.root / digest.replace(":", "-")
-
-    def is_verified(self, digest: str) -> bool:
-        return (self.path_for(digest) / ".verified").exists()
-
-    async def ensure(self, adapter: DesiredAdapter, *, s3: Any, allow_pickle: bool) -> Path:
-        target = self.path_for(adapter.digest)
-        if self.is_verified(adapter.digest):
-            return target
-        source = self.sources.get(adapter.digest)
-        if source is None:
-            raise ArtifactRejected(f"no such version {adapter.digest}")
-        self.downloads.append(adapter.digest)
-        shutil.copytree(source, target)
-        (target / ".verified").touch()
-        return target
-
-    def remove_unused(self, keep: Collection[str]) -> list[str]:
-        removed = []
-        for folder in self.root.iterdir() if self.root.exists() else []:
-            digest = folder.name.replace("-", ":", 1)
-            if digest not in keep:
-                shutil.rmtree(folder)
-                removed.append(digest)
-        return removed
-
-
-class Reports:
-    def __init__(self) -> None:
-        self.last: ObservedState | None = None
-        self.synced = False
-
-    async def report(self, state: ObservedState, synced: bool, message: str) -> None:
-        self.last, self.synced = state, synced
+from tests.fakes.agentports import LocalCache, Reports, running_agent
+from tests.fakes.agentports import desired_entry as entry
 
 
 def digest_of(folder: Path) -> str:
     return "sha256:" + hashlib.sha256(str(folder).encode()).hexdigest()
-
-
-def entry(name: str, digest: str) -> DesiredAdapter:
-    return DesiredAdapter(
-        served_name=name,
-        adapter=f"team-a/{name}",
-        digest=digest,
-        files=[FileSpec(path="adapter_model.safetensors", size=1)],
-    )
 
 
 @pytest.fixture
@@ -92,27 +36,15 @@ async def world(tmp_path: Path, fake_adapter: Callable[..., Path]) -> AsyncItera
     cache = LocalCache(tmp_path / "cache", {digests[n]: f for n, f in folders.items()})
     reports = Reports()
     engine = EngineClient(double.url)
-    agent = Agent(
-        engine=engine,
-        cache=cache,
-        reporter=reports,
-        s3_factory=lambda _: None,
-        drain_timeout=1.0,
-        poll_seconds=0.05,
-        resync_seconds=60,
-    )
-    stop = asyncio.Event()
-    task = asyncio.ensure_future(agent.run(stop))
-    yield {
-        "agent": agent,
-        "double": double,
-        "digests": digests,
-        "cache": cache,
-        "reports": reports,
-        "engine": engine,
-    }
-    stop.set()
-    await task
+    async with running_agent(engine, cache, reports) as agent:
+        yield {
+            "agent": agent,
+            "double": double,
+            "digests": digests,
+            "cache": cache,
+            "reports": reports,
+            "engine": engine,
+        }
     await engine.aclose()
     await double.stop()
 
@@ -223,3 +155,43 @@ async def test_one_served_name_never_answers_for_two_adapters(world: dict[str, A
     assert reports.last.loaded() == {"a": d["a"]}
     registered = await world["engine"].adapters()
     assert registered["a"].endswith(d["a"].replace(":", "-"))
+
+
+async def test_an_unload_the_engine_did_not_take_is_never_reported_as_gone(
+    world: dict[str, Any],
+) -> None:
+    """A 200 from unload is not proof: an engine whose unload does not take (the double's
+    ignore_next_unloads; a frontend that keeps the name, or a resolver that registers it again)
+    still serves it. The agent checks /v1/models, reports it Unloading meanwhile and unloads it
+    again; no report leaves out a name the engine lists."""
+    agent, d, reports, double = world["agent"], world["digests"], world["reports"], world["double"]
+    agent.set_desired(desired(1, entry("a", d["a"])))
+    await until(lambda: reports.synced and reports.last.revision == 1)
+    reports.probe = lambda: "a" in double.state()["registry"]
+    double.faults.ignore_next_unloads = 1
+
+    agent.set_desired(desired(2))
+
+    await until(lambda: reports.synced and reports.last.revision == 2)
+    assert double.faults.ignore_next_unloads == 0  # the first unload did not take
+    assert "a" not in await world["engine"].adapters()
+    for state, synced, listed in reports.history:
+        if listed:
+            assert ([a.served_name for a in state.adapters], synced) == (["a"], False)
+    messages = {a.message for state, _, _ in reports.history for a in state.adapters}
+    assert "the engine still lists it after unloading" in messages
+
+
+async def test_a_swap_between_two_passes_is_not_an_engine_restart(world: dict[str, Any]) -> None:
+    """A version swap unloads the old version before it loads the new one: a pass in between
+    finds the name missing, which is not a restart (found by the churn contract test)."""
+    agent, d, reports, double = world["agent"], world["digests"], world["reports"], world["double"]
+    agent.set_desired(desired(1, entry("a", d["a"])))
+    await until(lambda: reports.synced and reports.last.revision == 1)
+    double.faults.load_delay_s = 0.3  # several 50 ms passes fall between unload and load
+
+    agent.set_desired(desired(2, entry("a", d["b"])))
+
+    await until(lambda: reports.synced and reports.last.revision == 2)
+    assert reports.last.loaded() == {"a": d["b"]}
+    assert reports.last.engine_restarts == 0

@@ -127,13 +127,17 @@ class Hold:
                 self.engine.double.faults.completion_delay_s = 0.0
 
 
-async def _engine(
+async def open_engine(
     kind: str,
     request: pytest.FixtureRequest,
     artifacts: ArtifactIndex,
     engine_double: DoubleFactory,
+    *,
+    real: str = "real_vllm",
     **double_flags: Any,
 ) -> AsyncIterator[Engine]:
+    """An Engine of `kind`: a fresh double with `double_flags`, or the real server of the
+    fixture named `real` (the session's `real_vllm`, or a module's engine with other flags)."""
     double: EngineDouble | None = None
     if kind == "double":
         double = await engine_double(
@@ -141,7 +145,7 @@ async def _engine(
         )
         url = double.url
     else:
-        server: RealVllm = request.getfixturevalue("real_vllm")
+        server: RealVllm = request.getfixturevalue(real)
         url = server.url
     async with httpx.AsyncClient(base_url=url, timeout=60) as http:
         yield Engine(kind, url, artifacts.served_name, str(artifacts.model.path), http, double)
@@ -151,5 +155,5 @@ async def _engine(
 async def engine(
     request: pytest.FixtureRequest, artifacts: ArtifactIndex, engine_double: DoubleFactory
 ) -> AsyncIterator[Engine]:
-    async for item in _engine(request.param, request, artifacts, engine_double, **REAL_FLAGS):
+    async for item in open_engine(request.param, request, artifacts, engine_double, **REAL_FLAGS):
         yield item

@@ -8,10 +8,11 @@ Every pass compares three things, and acts on the difference:
 
 It downloads what is missing (into a folder per digest, so a new version never rewrites files a
 loaded adapter may be re-read from), loads what is not registered at the right path, drains and
-unloads what is no longer wanted, garbage-collects unused versions, and reports what the engine
-really holds. It survives an engine restart (the engine comes back empty: everything is loaded
-again from the cache, nothing re-downloaded), operator downtime (the last desired state keeps
-being served) and its own restart (the cache is verified on disk, so nothing is re-downloaded).
+unloads what is no longer wanted (an unload counts once /v1/models no longer lists the name),
+garbage-collects unused versions, and reports what the engine really holds. It survives an
+engine restart (the engine comes back empty: everything is loaded again from the cache, nothing
+re-downloaded), operator downtime (the last desired state keeps being served) and its own
+restart (the cache is verified on disk, so nothing is re-downloaded).
 
 Called by `agent.main`, which wires the real engine client, cache, S3 and Kubernetes reporter;
 component tests wire in-memory fakes through the Protocols in lorapack.agent.ports; what it
@@ -154,18 +155,19 @@ class Agent:
             self._healthy = False
             await self._report(message="engine not answering /v1/models")
             return
-        if self._believed and not any(n in registered for n in self._believed):
+        # Names a task is working on may be missing for a moment (a swap unloads before it
+        # loads the new version): only the others tell a restart.
+        settled = sorted(n for n in self._believed if not self._busy(n))
+        if settled and not any(n in registered for n in settled):
             # Everything we had loaded vanished at once: the engine restarted. Load it all
             # again from the cache (nothing is downloaded twice).
             self._restarts += 1
-            log.warning(
-                "Engine lost its adapters (restart?): %s", ", ".join(sorted(self._believed))
-            )
+            log.warning("Engine lost its adapters (restart?): %s", ", ".join(settled))
         wanted = self._wanted(desired)
         for name, entry in wanted.items():
             path = str(self._cache.path_for(entry.digest))
             track = self._tracks.get(name)
-            busy = name in self._tasks and not self._tasks[name].done()
+            busy = self._busy(name)
             if registered.get(name) == path and self._cache.is_verified(entry.digest):
                 if track is None or track.state != "Loaded" or track.digest != entry.digest:
                     self._set(name, entry.digest, "Loaded", "")
@@ -187,7 +189,7 @@ class Agent:
                 name, functools.partial(self._bring_up, entry, desired, registered.get(name))
             )
         for name in sorted(set(registered) - set(wanted)):
-            if name in self._tasks and not self._tasks[name].done():
+            if self._busy(name):
                 continue
             self._start(name, functools.partial(self._take_down, name, registered[name]))
         for name in list(self._tracks):
@@ -196,17 +198,17 @@ class Agent:
         self._believed = {n: p for n, p in registered.items() if n in wanted}
         keep = {a.digest for a in desired.adapters}
         keep |= {d for p in registered.values() if (d := digest_of_path(p)) is not None}
-        keep |= {
-            t.digest
-            for n, t in self._tracks.items()
-            if n in self._tasks and not self._tasks[n].done()
-        }
+        keep |= {t.digest for n, t in self._tracks.items() if self._busy(n)}
         removed = self._cache.remove_unused(keep)
         if removed:
             log.info("Removed unused adapter versions from the cache: %s", ", ".join(removed))
         await self._report()
         if self._on_pass is not None:
             await self._on_pass()
+
+    def _busy(self, name: str) -> bool:
+        """A load, swap or unload of `name` is in progress."""
+        return name in self._tasks and not self._tasks[name].done()
 
     def _start(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
         """Run `work()` as the task of `name`, at most max_parallel at once (the coroutine is
@@ -290,8 +292,16 @@ class Agent:
                     self._drain_timeout,
                 )
             await self._engine.unload(name)
+            still = name in await self._engine.adapters()
         except RetryableError as err:
             self._set(name, digest, "Unloading", f"engine unavailable: {err.message}")
+            return
+        if still:
+            # A 200 is not proof: the engine's list is (an unload that did not take, or a
+            # resolver that registered the name again). Never report it gone while it serves;
+            # the next pass unloads it again.
+            log.warning("Adapter %s is still listed by the engine after its unload", name)
+            self._set(name, digest, "Unloading", "the engine still lists it after unloading")
             return
         self._tracks.pop(name, None)
 

@@ -157,6 +157,8 @@ class EngineClient:
 
         `inplace=True` lets an adapter already registered from another path be replaced under
         the same name (vLLM's load_inplace); without it that case is reported, not changed.
+        The agent never uses it: vLLM 0.32 keeps the flag, so every later request re-reads the
+        folder and a vanished folder kills the engine (docs/dev/vllm-engine-notes.md).
         """
         result = await self._post_load(name, path, inplace=False)
         if result.outcome is not LoadOutcome.ALREADY_LOADED:
@@ -178,7 +180,8 @@ class EngineClient:
 
     async def unload(self, name: str) -> bool:
         """Forget adapter `name`: True if it was registered, False if the engine had no such
-        name (404). vLLM keeps the weights cached until LRU eviction (reference 3.4)."""
+        name (404). vLLM keeps the weights cached until LRU eviction (reference 3.4): the slot
+        is not freed, an unloaded adapter can push a loaded one out of the CPU cache."""
         if not name:
             raise ValueError("unload: name must be the adapter's non-empty served name")
         response = await self._request("POST", "/v1/unload_lora_adapter", {"lora_name": name})
