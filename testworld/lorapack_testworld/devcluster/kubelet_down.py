@@ -43,10 +43,14 @@ class KubeletDown:
     def __init__(self, cluster: Kubectl, node: str, period: float = 1.0) -> None:
         self.cluster, self.node, self.period = cluster, node, period
         self.pods: list[tuple[str, str]] = []
+        self._since = _now()
+        """When the kubelet went down: the pods' re-posted condition is the same each round,
+        so the API server takes it as a no-op (no pod event every second)."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._refresh, daemon=True)
 
     def __enter__(self) -> KubeletDown:
+        self._since = _now()
         listed = self.cluster.get_json("pods", "-A", f"--field-selector=spec.nodeName={self.node}")
         self.pods = [(p["metadata"]["namespace"], p["metadata"]["name"]) for p in listed["items"]]
         self.cluster.kubectl("annotate", "--overwrite", "node", self.node, f"{KUBELET_DOWN}=true")
@@ -69,7 +73,7 @@ class KubeletDown:
                                  json.dumps({"status": {"conditions": [node]}}))  # fmt: skip
         for namespace, name in self.pods:
             pod = {"type": "Ready", "status": "False", "reason": "NodeNotReady",
-                   "lastTransitionTime": now}  # fmt: skip
+                   "lastTransitionTime": self._since}  # fmt: skip
             self.cluster.kubectl("patch", "pod", name, "-n", namespace, "--subresource=status",
                                  "--type=strategic", "-p",
                                  json.dumps({"status": {"conditions": [pod]}}),
