@@ -71,6 +71,9 @@ async def adapter_changed(
         return
     rt.capture(kwargs)
     key = object_key(namespace or "", name)
+    base = (body.get("spec") or {}).get("baseModel")
+    if isinstance(base, str):
+        rt.group_views.touch(base)  # the pool loops' shared view reads every adapter
     if kwargs.get("type") == "DELETED":
         rt.fingerprints.pop(key, None)
         spec = body.get("spec") or {}
@@ -229,6 +232,7 @@ async def _pass(rt: Runtime, key: str, adapter: LoraAdapter) -> float:
     if outcome.checked:
         old = world.last
         rt.validations.record(key, outcome.validation, rt.pools_version)
+        rt.group_views.touch(adapter.spec.base_model)  # placement reads fresh validations
         _announce(adapter, outcome, old)
     if outcome.new_artifact or (outcome.checked and world.last is None):
         # Placement reads fresh validations from memory (pools.gather_world): wake it now.

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 __all__ = [
     "ADAPTERS",
     "ADAPTER_READY_SECONDS",
+    "API_THROTTLED",
     "POOL_REPLICAS",
     "POOL_SLOTS",
     "RECONCILES",
@@ -22,6 +23,12 @@ __all__ = [
 ]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+API_THROTTLED = Gauge(
+    "lorapack_api_throttled_requests",
+    "Requests the API server answered 429 (Priority and Fairness), retried after Retry-After.",
+    registry=REGISTRY,
+)
 
 RECONCILES = Counter(
     "lorapack_reconcile_total",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import kopf
 
 import lorapack.handlers.registry  # noqa: F401  (registers the handlers)
+from lorapack.arenas import limit_arenas
 from lorapack.config import OperatorConfig
 
 __all__ = ["run_operator"]
@@ -18,6 +19,7 @@ def run_operator(
     liveness: str | None,
 ) -> None:
     """Blocks until the operator stops (SIGTERM/SIGINT)."""
+    limit_arenas()  # before kopf and the thread pool start
     config = OperatorConfig.from_env()
     namespaces = config.namespace_list
     kopf.run(

@@ -19,6 +19,7 @@ from lorapack.config import OperatorConfig
 from lorapack.handlers.adapters_io import S3Access
 from lorapack.handlers.state import (
     Claims,
+    GroupViews,
     PlacementStore,
     PoolState,
     ReportStore,
@@ -80,6 +81,8 @@ class Runtime:
     reports: ReportStore = field(default_factory=ReportStore)
     adapter_statuses: WrittenStatuses = field(default_factory=WrittenStatuses)
     pool_statuses: WrittenStatuses = field(default_factory=WrittenStatuses)
+    group_views: GroupViews = field(default_factory=GroupViews)
+    """Each base model's shared placement view (what its pool loops would each compute)."""
     fingerprints: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     """adapter key -> what placement reads of it, to wake pools only when that changed."""
     pools_version: int = 0
@@ -115,6 +118,14 @@ class Runtime:
         if index is None or base not in index:
             return []
         return sorted(f"{p.metadata.namespace}/{p.metadata.name}" for p in index[base])
+
+    def base_of_pool(self, key: str) -> str | None:
+        """The base model of pool `key` ("namespace/name"), from the pool index."""
+        index = self.indexes.pools
+        for base in index or ():
+            if any(f"{p.metadata.namespace}/{p.metadata.name}" == key for p in index[base]):
+                return str(base)
+        return None
 
     def wake_adapters(self, keys: Iterable[str]) -> None:
         """Run the named adapters' passes now."""

@@ -144,7 +144,10 @@ def served_name_owners(adapters: Iterable[LoraAdapter]) -> dict[tuple[str, str],
     for adapter in adapters:
         if adapter.metadata.deletion_timestamp is None:
             claims.setdefault((adapter.spec.base_model, adapter.served_name), []).append(adapter)
-    return {name: key_of(min(group, key=_claim_order)) for name, group in claims.items()}
+    return {
+        name: key_of(group[0] if len(group) == 1 else min(group, key=_claim_order))
+        for name, group in claims.items()
+    }
 
 
 def served_name_conflict(

@@ -62,6 +62,8 @@ class PodObservation:
     holds it back). The gate turns False while the agent syncs a new desired state, which must
     not take the pod's other adapters out of routing; anything else (containers not ready, the
     node lifecycle controller marking the pods of a node that stopped being Ready) does."""
+    resource_version: str = ""
+    """metadata.resourceVersion of the pod object it was parsed from."""
 
     @property
     def reachable(self) -> bool:
@@ -132,6 +134,7 @@ def observe_pod(pod: Mapping[str, Any]) -> PodObservation | None:
         created=parse_time(meta.get("creationTimestamp")),
         observed=observed,
         report_error=report_error,
+        resource_version=str(meta.get("resourceVersion", "")),
     )
 
 

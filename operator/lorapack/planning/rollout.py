@@ -110,8 +110,12 @@ def serving_pods(
     versions: Mapping[str, AdapterVersion],
     pods: Mapping[int, PodObservation],
 ) -> dict[str, list[PodObservation]]:
-    """adapter key -> pods that may receive its traffic now."""
-    out: dict[str, list[PodObservation]] = {key: [] for key in versions}
+    """adapter key -> pods that may receive its traffic now, for the adapters some pod of
+    `desired` is asked to hold (an adapter no pod is asked for has no routing here: its slice
+    goes away; `versions` holds every adapter of the base model, thousands)."""
+    out: dict[str, list[PodObservation]] = {
+        key: [] for wanted in desired.values() for key in wanted if key in versions
+    }
     for ordinal, wanted in sorted(desired.items()):
         pod = pods.get(ordinal)
         if pod is None or not pod.ip or not pod.engine_up:

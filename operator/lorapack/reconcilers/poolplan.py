@@ -40,6 +40,7 @@ from lorapack.reconcilers.actions import (
     Remove,
 )
 from lorapack.reconcilers.poolworld import (
+    GroupPlan,
     PoolSettings,
     PoolWorld,
     build_snapshot,
@@ -47,7 +48,14 @@ from lorapack.reconcilers.poolworld import (
     versions,
 )
 
-__all__ = ["Decision", "decide", "desired_actions", "ordered_actions", "routing_actions"]
+__all__ = [
+    "Decision",
+    "decide",
+    "desired_actions",
+    "ordered_actions",
+    "plan_group",
+    "routing_actions",
+]
 
 Digests = dict[int, dict[str, str]]
 
@@ -58,6 +66,8 @@ class Decision:
 
     plan: PlacementPlan
     versions: Mapping[str, tuple[LoraAdapter, object]]
+    adapters: Mapping[str, LoraAdapter]
+    """adapter key -> adapter, every adapter of the world."""
     losers: Mapping[str, Issue]
     """Adapters refused a served name (never placed)."""
     desired_replicas: int
@@ -70,12 +80,31 @@ class Decision:
     """Adapters this pool serves (the planner chose it)."""
 
 
-def decide(world: PoolWorld, settings: PoolSettings) -> Decision:
-    """Placement over the base model's pools, then versions and routing for this pool."""
-    me = pool_key(world.pool)
+def plan_group(world: PoolWorld, settings: PoolSettings) -> GroupPlan:
+    """Served-name owners, versions and placement over every pool of the base model: the
+    same for each pool of the group given the same world."""
     losers = name_losers(world)
     found = versions(world, losers)
     plan = plan_placement(build_snapshot(world, found, settings.pod_lost_seconds))
+    by_pool: dict[str | None, set[str]] = {}
+    for key, chosen in plan.adapter_pool.items():
+        by_pool.setdefault(chosen, set()).add(key)
+    return GroupPlan(
+        losers=losers,
+        versions=found,
+        plan=plan,
+        by_key={key_of(a): a for a in world.adapters},
+        by_version={k: v for k, (_, v) in found.items()},
+        by_pool={k: frozenset(v) for k, v in by_pool.items()},
+    )
+
+
+def decide(world: PoolWorld, settings: PoolSettings) -> Decision:
+    """Placement over the base model's pools (`world.shared`, else computed now), then
+    versions and routing for this pool."""
+    me = pool_key(world.pool)
+    group = world.shared or plan_group(world, settings)
+    losers, found, plan = group.losers, group.versions, group.plan
     own = plan.pools.get(me)
     desired_replicas = own.desired_replicas if own else world.pool.spec.replicas.min
     pods = {p.ordinal: p for p in world.pods.get(me, ())}
@@ -83,17 +112,18 @@ def decide(world: PoolWorld, settings: PoolSettings) -> Decision:
         ordinal: {a.adapter: a.digest for a in state.adapters}
         for ordinal, state in world.desired.get(me, {}).items()
     }
-    by_version = {k: v for k, (_, v) in found.items()}
+    by_version = group.by_version
     digests = choose_digests(dict(own.assignment) if own else {}, by_version, previous, pods)
     return Decision(
         plan=plan,
         versions=found,
+        adapters=group.by_key,
         losers=losers,
         desired_replicas=desired_replicas,
         digests=digests,
         endpoints=endpoints_by_adapter(digests, by_version, pods),
         pods=pods,
-        mine=frozenset(k for k, p in plan.adapter_pool.items() if p == me),
+        mine=group.by_pool.get(me, frozenset()),
     )
 
 
@@ -179,11 +209,17 @@ def routing_actions(
             route.append(Ensure(Phase.ROUTE, key, obj, adapter.metadata.uid))
         else:
             unroute.append(Ensure(Phase.UNROUTE, key, obj, adapter.metadata.uid))
-    by_name = {
-        f"{a.metadata.namespace}/{slice_name(a.metadata.name, pool.metadata.name)}": key_of(a)
-        for a in world.adapters
-    }
-    for name in sorted(set(world.slices) - named):
+    gone = sorted(set(world.slices) - named)
+    # Only slices that go away need their adapter (rare): no scan of every adapter otherwise.
+    by_name = (
+        {
+            f"{a.metadata.namespace}/{slice_name(a.metadata.name, pool.metadata.name)}": key
+            for key, a in decision.adapters.items()
+        }
+        if gone
+        else {}
+    )
+    for name in gone:
         namespace, short = split_key(name)
         subject = by_name.get(name, "")
         unroute.append(
@@ -278,7 +314,7 @@ def desired_actions(
     me = pool_key(pool)
     names = pool_manifests.PoolNames(pool.metadata.name)
     current = world.desired.get(me, {})
-    adapters = {key_of(a): a for a in world.adapters}
+    adapters = decision.adapters
     top = max([decision.desired_replicas - 1, *decision.pods, *current], default=-1)
     out: list[Action] = []
     for ordinal in range(top + 1):

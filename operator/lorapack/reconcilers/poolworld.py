@@ -19,12 +19,14 @@ from lorapack.api.podstate import DesiredState
 from lorapack.issues import Issue
 from lorapack.keys import key_of
 from lorapack.planning.admission import pool_key, served_name_conflict, served_name_owners
+from lorapack.planning.packing import PlacementPlan
 from lorapack.planning.pods import PodObservation, is_lost
 from lorapack.planning.rollout import AdapterVersion, Endpoint
 from lorapack.planning.snapshot import PodView, Slot, Snapshot, adapter_view, pool_view
 
 __all__ = [
     "AdapterPlacement",
+    "GroupPlan",
     "PoolSettings",
     "PoolWorld",
     "ServiceView",
@@ -68,6 +70,29 @@ class ServiceView:
     headless: bool
 
 
+Versions = Mapping[str, tuple[LoraAdapter, AdapterVersion]]
+"""adapter key -> (the adapter, the version placement works with)."""
+
+
+@dataclass(frozen=True)
+class GroupPlan:
+    """The part of a pass that is the same for every pool of a base model: who may use which
+    served name, the versions to place, and the placement over all the group's pools. Each
+    pool loop takes its own share of it; the handler lets sibling loops share one (at 10
+    pools and 10,000 adapters every pool recomputing it was most of the operator's CPU)."""
+
+    losers: Mapping[str, Issue]
+    """Adapters refused a served name (never placed)."""
+    versions: Versions
+    plan: PlacementPlan
+    by_key: Mapping[str, LoraAdapter]
+    """adapter key -> adapter, for every adapter of the world it was computed from."""
+    by_version: Mapping[str, AdapterVersion]
+    """adapter key -> the version to place (`versions` without the adapters)."""
+    by_pool: Mapping[str | None, frozenset[str]]
+    """pool key -> the adapters the planner chose it for."""
+
+
 @dataclass(frozen=True)
 class PoolWorld:
     """Everything one pass reads, gathered from the operator's indexes."""
@@ -97,6 +122,9 @@ class PoolWorld:
     new_engine_key: str = ""
     """A fresh random key, written only if the pool's engine key Secret does not exist yet
     (randomness stays with the caller; the plan is a function of this world)."""
+    shared: GroupPlan | None = None
+    """The group's plan, computed from this world's adapters, pools, pods and desired states
+    (by `poolplan.plan_group`, possibly for a sibling pool's pass); None: the pass computes it."""
 
 
 @dataclass(frozen=True)
@@ -115,22 +143,21 @@ class AdapterPlacement:
     """The refused write is retried soon (the API server was unavailable)."""
 
 
-Versions = Mapping[str, tuple[LoraAdapter, AdapterVersion]]
-"""adapter key -> (the adapter, the version placement works with)."""
-
-
 def name_losers(world: PoolWorld) -> dict[str, Issue]:
     """Adapters that claim a served name another adapter owns (or the base model's name):
     never placed, whatever an older validation said. Renaming onto a name in use must not
     take it over (`planning.admission.served_name_owners`)."""
-    live = [a for a in world.adapters if key_of(a) not in world.deleting]
-    owners = served_name_owners(live)
+    live = [(key, a) for a in world.adapters if (key := key_of(a)) not in world.deleting]
+    owners = served_name_owners(a for _, a in live)
     bases = sorted({p.spec.base_model.name for p in world.group})
     out = {}
-    for adapter in live:
-        conflict = served_name_conflict(adapter, live, bases, owners)
+    for key, adapter in live:
+        name = adapter.served_name
+        if name not in bases and owners.get((adapter.spec.base_model, name), key) == key:
+            continue  # the owner of its name (most adapters: no conflict to word)
+        conflict = served_name_conflict(adapter, [], bases, owners)
         if conflict is not None:
-            out[key_of(adapter)] = conflict
+            out[key] = conflict
     return out
 
 

@@ -9,6 +9,7 @@ validate them into the pydantic models. API errors become `lorapack.errors`:
     409                 -> ApiConflict (retryable: re-read and try again)
     422 / 400           -> InvalidSpec (the server refused the object; message from its Status)
     403                 -> PermanentError(reason="Forbidden") naming the verb and resource
+    429                 -> retried after its Retry-After (THROTTLE_RETRIES times), then as 5xx
     5xx, timeouts       -> RetryableError(reason="ApiUnavailable")
 
 Callers: the operator's handlers (through reconciler ports), the agent, the pod simulator.
@@ -16,9 +17,11 @@ Callers: the operator's handlers (through reconciler ports), the agent, the pod 
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import json
 import logging
+import random
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Literal
 
@@ -67,11 +70,24 @@ def _raise_for(status: int, body: str | bytes | None, what: str) -> None:
     raise RetryableError(f"{what}: {message}", reason="ApiUnavailable", retry_after=2.0)
 
 
+THROTTLE_RETRIES = 5
+
+
+def _retry_after(headers: Any) -> float:
+    """The Retry-After header in seconds (1 s when absent or not a number)."""
+    try:
+        return max(0.1, float((headers or {}).get("Retry-After", 1)))
+    except (TypeError, ValueError):
+        return 1.0
+
+
 class KubeClient:
     """Async access to one cluster."""
 
     def __init__(self, api: ApiClient) -> None:
         self._api = api
+        self.throttled = 0
+        """429 answers retried (the API server's Priority and Fairness said wait)."""
 
     @classmethod
     async def connect(cls, kubeconfig: str | None = None) -> KubeClient:
@@ -114,6 +130,32 @@ class KubeClient:
         content_type: str = "application/json",
         request_timeout: float | None = 30.0,
     ) -> tuple[int, bytes]:
+        """One call; a 429 (API Priority and Fairness refusing it for now) is retried here
+        after the server's Retry-After, a few times, as client-go does: surfacing it would
+        cost a whole pass and its backoff for what the server asked to wait a second for."""
+        for attempt in range(THROTTLE_RETRIES + 1):
+            status, data, wait = await self._send(
+                method, path, body=body, query=query, content_type=content_type,
+                request_timeout=request_timeout,
+            )  # fmt: skip
+            if status != 429 or attempt == THROTTLE_RETRIES:
+                return status, data
+            self.throttled += 1
+            log.debug("%s %s: 429, retrying in %.1f s", method, path, wait)
+            await asyncio.sleep(min(wait, 4.0) * (0.5 + random.random()))
+        raise AssertionError("unreachable")
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any,
+        query: list[tuple[str, Any]] | None,
+        content_type: str,
+        request_timeout: float | None,
+    ) -> tuple[int, bytes, float]:
+        """(status, body, Retry-After seconds) of one request."""
         try:
             resp = await self._api.call_api(
                 path,
@@ -127,9 +169,12 @@ class KubeClient:
                 _request_timeout=request_timeout,
             )
         except ApiException as err:
-            return int(err.status or 0), (err.body or b"") if isinstance(err.body, bytes) else (
-                str(err.body or err.reason or "").encode()
+            data = (
+                (err.body or b"")
+                if isinstance(err.body, bytes)
+                else (str(err.body or err.reason or "").encode())
             )
+            return int(err.status or 0), data, _retry_after(err.headers)
         except (aiohttp.ClientError, TimeoutError) as err:
             raise RetryableError(
                 f"{method} {path}: {err or type(err).__name__}",
@@ -138,7 +183,7 @@ class KubeClient:
             ) from err
         async with resp:
             data = await resp.read()
-            return int(resp.status), data
+            return int(resp.status), data, _retry_after(resp.headers)
 
     async def get(self, rt: ResourceType, namespace: str | None, name: str) -> Obj | None:
         """The object, or None if it does not exist."""
