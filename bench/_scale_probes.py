@@ -215,7 +215,7 @@ class Operator:
         return sum(
             float(line.rsplit(" ", 1)[1])
             for line in text.splitlines()
-            if line.startswith(name + "{") and all(label in line for label in labels)
+            if line.startswith((name + "{", name + " ")) and all(label in line for label in labels)
         )
 
     def reconciled(self, kind: str = "LoraAdapter") -> float:
@@ -230,6 +230,10 @@ class Operator:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
+
+    def throttled(self) -> float:
+        """429 answers the operator retried (its own counter)."""
+        return self.metric("lorapack_api_throttled_requests")
 
     def throttled_lines(self) -> int:
         return sum(

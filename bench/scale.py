@@ -262,7 +262,11 @@ async def run_size(n: int, args: argparse.Namespace) -> Result:
             await asyncio.sleep(args.profile_at)
             return start_profile(pid, work / "profile.txt")
 
-        profiler = asyncio.ensure_future(profile_later()) if args.profile else None
+        profiler = (
+            asyncio.ensure_future(profile_later())
+            if args.profile and not args.profile_steady
+            else None
+        )
         keys = [layout.key(i) for i in range(n)]
         timeout = args.ready_timeout or 180 + n * 0.12
         pods_at: list[float] = []
@@ -289,6 +293,7 @@ async def run_size(n: int, args: argparse.Namespace) -> Result:
         f["  of which: all pods running (s)"] = f"{pods_at[0]:.1f}" if pods_at else "-"
         f["scratch: API req/s (operator)"] = f"{scratch.rps:.0f} ({scratch.requests:.0f})"
         f["scratch: APF rejected / wait ms"] = f"{scratch.rejected:.0f} / {scratch.wait_ms:.1f}"
+        f["scratch: 429s retried by the operator"] = f"{operator.throttled():.0f}"
         f["scratch: CPU s per 1k adapters"] = f"{scratch.cpu / (n / 1000):.1f}"
         f["peak RSS MB (scratch)"] = f"{hwm / 2**20:.0f}"
         passes = operator.reconciled("BaseModelPool")
@@ -304,10 +309,18 @@ async def run_size(n: int, args: argparse.Namespace) -> Result:
         await asyncio.sleep(5)
 
         meter.begin()
+        steady_profile = (
+            start_profile(pid, work / "profile-steady.txt") if args.profile_steady else None
+        )
         latencies = await steady_changes(
             kube, adapters, layout, args.change_rate, args.change_seconds
         )
         steady = meter.end()
+        if steady_profile is not None:
+            steady_profile.wait(60)
+            print("    profile of the operator, the first 30 s of the steady phase:")
+            for row in profile_summary(work / "profile-steady.txt"):
+                print(f"      {row}")
         f[f"steady {args.change_rate:g}/s: p50 / p99 (s)"] = (
             f"{pct(latencies, 50):.2f} / {pct(latencies, 99):.2f}"
         )
@@ -347,6 +360,7 @@ async def run_size(n: int, args: argparse.Namespace) -> Result:
         f["restart: CPU s per 1k adapters"] = f"{restart.cpu / (n / 1000):.1f}"
         f["peak RSS MB (restart)"] = f"{hwm / 2**20:.0f}"
         f["client-side throttling (log)"] = str(operator.throttled_lines())
+        f["429s retried by the operator (restart)"] = f"{operator.throttled():.0f}"
         f["simulator report patches"] = str(sim.patches)
         print(f"    restart: {f['restart: start -> all reconciled (s)']} s", flush=True)
     finally:
@@ -412,6 +426,9 @@ def main() -> int:
     )
     parser.add_argument("--profile", action="store_true", help="py-spy the operator for 30 s")
     parser.add_argument("--profile-at", type=float, default=60.0, help="seconds after its start")
+    parser.add_argument(
+        "--profile-steady", action="store_true", help="py-spy the first 30 s of the steady phase"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folders")
     args = parser.parse_args()
     results = []
